@@ -6,11 +6,18 @@ stampedes, avalanches and penetration, and a bloom filter with a C core.
 
 from __future__ import annotations
 
+from ._memory import MemoryCache
+from ._protocols import BatchCache, Cache
+from ._redis import RedisCache
 from .errors import BackendError, CacheError, CacheMiss, CircuitOpenError, SerializationError
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BatchCache",
+    "Cache",
+    "MemoryCache",
+    "RedisCache",
     "BackendError",
     "CacheError",
     "CacheMiss",

@@ -2,11 +2,11 @@
 
 ::
 
-    CacheError                  base of every error the library raises on purpose
-    ├── CacheMiss               also a KeyError: key absent or expired
-    ├── SerializationError      also a ValueError: value cannot be encoded, or bytes cannot be decoded
-    └── BackendError            the backend failed or is unreachable; __cause__ is the driver's error
-        └── CircuitOpenError    raised instead of calling a backend whose breaker is open
+    CacheError               base of every error the library raises on purpose
+    ├── CacheMiss            also a KeyError: key absent or expired
+    ├── SerializationError   also a ValueError: a value cannot be encoded, or bytes decoded
+    └── BackendError         the backend failed or is unreachable; __cause__: driver's error
+        └── CircuitOpenError raised instead of calling a backend whose breaker is open
 
 Bad arguments raise the built-in ``TypeError`` / ``ValueError`` naming the argument. Redis' own
 exception classes never escape: they are wrapped in :class:`BackendError` with ``__cause__`` set

@@ -1,0 +1,301 @@
+"""RedisCache: the byte cache on redis-py, for ``redis.Redis`` and ``RedisCluster`` clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Final
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
+from redis.retry import Retry
+
+from ._validate import (
+    MISSING,
+    TTL,
+    check_items,
+    check_key,
+    check_keys,
+    check_value,
+    ttl_ms,
+    ttl_seconds,
+)
+from .errors import BackendError, CacheMiss
+
+__all__ = ["REDIS_ERRORS", "RedisCache", "escape_glob", "wrap_redis_error"]
+
+#: Every exception redis-py raises (RedisClusterException is not a RedisError).
+REDIS_ERRORS: Final = (RedisError, RedisClusterException)
+
+#: Client settings used by ``from_url``: redis-py's defaults (5 s timeouts, 3 retries with
+#: backoff) turn one call against a dead Redis into seconds. One retry, on connection errors only,
+#: lets a pooled connection that a server restart broke reconnect transparently; a timeout is not
+#: retried, so a paused server costs one ``socket_timeout``.
+FROM_URL_DEFAULTS: Final[dict[str, Any]] = {
+    "socket_timeout": 0.25,
+    "socket_connect_timeout": 0.25,
+}
+
+_SCAN_COUNT: Final = 1000
+_GLOB_SPECIAL: Final = str.maketrans({c: "\\" + c for c in "\\*?[]"})
+
+
+def escape_glob(text: str) -> str:
+    """Escape Redis glob metacharacters so ``text`` matches itself literally in SCAN MATCH."""
+    return text.translate(_GLOB_SPECIAL)
+
+
+def wrap_redis_error(op: str, exc: BaseException) -> BackendError:
+    """A ``BackendError`` for a failed Redis command; the caller raises it ``from exc``."""
+    return BackendError(f"redis {op} failed: {type(exc).__name__}: {exc}")
+
+
+def _short_retry() -> Retry:
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
+class RedisCache:
+    """Byte cache on a Redis server or Redis Cluster, keys namespaced by ``prefix``.
+
+    The cache never closes a client it was given; ``from_url`` builds a client with short
+    timeouts, owns it and closes it on ``close()``. Keys are stored as ``prefix + ":" + key``.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | RedisCluster,
+        *,
+        prefix: str = "",
+        default_ttl: TTL | None = None,
+        allow_clear_all: bool = False,
+    ) -> None:
+        if not isinstance(client, redis.Redis | RedisCluster):
+            raise TypeError(
+                f"client must be a redis.Redis or redis.cluster.RedisCluster, "
+                f"not {type(client).__name__}"
+            )
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError(
+                "client must be built with decode_responses=False: cached values are bytes"
+            )
+        self._client = client
+        self._cluster = isinstance(client, RedisCluster)
+        self._prefix = prefix
+        self._kp = prefix + ":" if prefix else ""
+        self._default_ttl = ttl_seconds(default_ttl, None, "default_ttl")
+        self._allow_clear_all = bool(allow_clear_all)
+        self._owns_client = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "",
+        default_ttl: TTL | None = None,
+        cluster: bool = False,
+        allow_clear_all: bool = False,
+        **client_kwargs: Any,
+    ) -> RedisCache:
+        """Build a client for ``url`` with cache-friendly timeouts; the cache owns and closes it.
+
+        ``cluster=True`` builds a ``RedisCluster`` (the URL names any one node). Any redis-py
+        keyword in ``client_kwargs`` overrides the defaults (0.25 s timeouts, one retry on
+        connection errors only).
+        """
+        if not isinstance(url, str):
+            raise TypeError(f"url must be str, not {type(url).__name__}")
+        kwargs: dict[str, Any] = {**FROM_URL_DEFAULTS, "retry": _short_retry()}
+        kwargs.update(client_kwargs)
+        try:
+            client: redis.Redis | RedisCluster
+            if cluster:
+                client = RedisCluster.from_url(url, **kwargs)
+            else:
+                client = redis.Redis.from_url(url, **kwargs)
+        except ValueError:
+            raise
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("connect", exc) from exc
+        cache = cls(client, prefix=prefix, default_ttl=default_ttl, allow_clear_all=allow_clear_all)
+        cache._owns_client = True
+        return cache
+
+    @property
+    def client(self) -> redis.Redis | RedisCluster:
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def default_ttl(self) -> float | None:
+        return self._default_ttl
+
+    @property
+    def is_cluster(self) -> bool:
+        return self._cluster
+
+    def redis_key(self, key: str) -> str:
+        """The Redis key that holds ``key`` (``prefix:key``)."""
+        return self._kp + check_key(key)
+
+    def close(self) -> None:
+        """Close the client if this cache built it (``from_url``); a caller's client stays open."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> RedisCache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "cluster" if self._cluster else "redis"
+        return f"RedisCache({kind}, prefix={self._prefix!r}, default_ttl={self._default_ttl})"
+
+    def _px(self, ttl: TTL | None) -> int | None:
+        seconds = ttl_seconds(ttl, self._default_ttl)
+        return None if seconds is None else ttl_ms(seconds)
+
+    # -- Cache -------------------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = MISSING) -> Any:
+        if type(key) is not str or not key:
+            check_key(key)
+        try:
+            value = self._client.get(self._kp + key)
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("GET", exc) from exc
+        if value is None:
+            if default is MISSING:
+                raise CacheMiss(key)
+            return default
+        return value
+
+    def set(self, key: str, value: bytes, ttl: TTL | None = None) -> None:
+        data = check_value(value)
+        px = self._px(ttl)
+        rkey = self._kp + check_key(key)
+        try:
+            self._client.set(rkey, data, px=px)
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("SET", exc) from exc
+
+    def delete(self, key: str) -> bool:
+        rkey = self._kp + check_key(key)
+        try:
+            return bool(self._client.unlink(rkey))
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("UNLINK", exc) from exc
+
+    def exists(self, key: str) -> bool:
+        rkey = self._kp + check_key(key)
+        try:
+            return bool(self._client.exists(rkey))
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("EXISTS", exc) from exc
+
+    def clear(self) -> int:
+        """Remove this cache's keys with SCAN + UNLINK per page, on every primary.
+
+        Never KEYS (blocks the server) nor FLUSHDB/FLUSHALL (not ours to flush). Glob characters
+        in the prefix are escaped, so ``a*`` never matches a neighbour's ``ab:`` keys. An empty
+        prefix would mean the whole database: refused unless ``allow_clear_all=True``.
+        """
+        if not self._kp and not self._allow_clear_all:
+            raise ValueError(
+                "clear() on a RedisCache with an empty prefix would remove every key in the "
+                "database; give the cache a prefix or build it with allow_clear_all=True"
+            )
+        match = escape_glob(self._kp) + "*" if self._kp else None
+        removed = 0
+        try:
+            for page in self._scan_pages(match):
+                removed += int(self._client.unlink(*page))
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("SCAN/UNLINK", exc) from exc
+        return removed
+
+    def _scan_pages(self, match: str | None) -> Iterator[list[Any]]:
+        if not self._cluster:
+            client = self._client
+            cursor = 0
+            while True:
+                cursor, keys = client.scan(cursor=cursor, match=match, count=_SCAN_COUNT)
+                if keys:
+                    yield keys
+                if cursor == 0:
+                    return
+        # RedisCluster.scan_iter walks every primary; page its stream so each UNLINK stays small.
+        page: list[Any] = []
+        for key in self._client.scan_iter(match=match, count=_SCAN_COUNT):
+            page.append(key)
+            if len(page) >= _SCAN_COUNT:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    # -- BatchCache --------------------------------------------------------------------------
+
+    def mget(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """One MGET on a single server; per-slot MGETs (``mget_nonatomic``) on a cluster."""
+        wanted = check_keys(keys)
+        if not wanted:
+            return {}
+        kp = self._kp
+        rkeys = [kp + k for k in wanted]
+        try:
+            if self._cluster:
+                values = self._client.mget_nonatomic(rkeys)  # type: ignore[union-attr]
+            else:
+                values = self._client.mget(rkeys)
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("MGET", exc) from exc
+        return {k: v for k, v in zip(wanted, values, strict=True) if v is not None}
+
+    def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
+        """MSET without a TTL; with one, a non-transactional pipeline of ``SET PX``: 1 round trip."""
+        px = self._px(ttl)
+        checked = check_items(items)
+        if not checked:
+            return
+        kp = self._kp
+        try:
+            if px is None:
+                mapping = {kp + k: v for k, v in checked.items()}
+                if self._cluster:
+                    self._client.mset_nonatomic(mapping)  # type: ignore[union-attr]
+                else:
+                    self._client.mset(mapping)
+                return
+            pipe = self._client.pipeline(transaction=False)
+            for key, value in checked.items():
+                pipe.set(kp + key, value, px=px)
+            pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("MSET", exc) from exc
+
+    def mdelete(self, keys: Iterable[str]) -> int:
+        """UNLINK (split per slot on a cluster); returns how many keys existed."""
+        wanted = list(dict.fromkeys(check_keys(keys)))
+        if not wanted:
+            return 0
+        kp = self._kp
+        try:
+            return int(self._client.unlink(*[kp + k for k in wanted]))
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("UNLINK", exc) from exc
