@@ -268,7 +268,7 @@ class RedisCache:
         return {k: v for k, v in zip(wanted, values, strict=True) if v is not None}
 
     def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
-        """MSET without a TTL; with one, a non-transactional pipeline of ``SET PX``: 1 round trip."""
+        """MSET without a TTL; with one, a non-transactional ``SET PX`` pipeline: 1 round trip."""
         px = self._px(ttl)
         checked = check_items(items)
         if not checked:
