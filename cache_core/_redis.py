@@ -166,6 +166,18 @@ class RedisCache:
         kind = "cluster" if self._cluster else "redis"
         return f"RedisCache({kind}, prefix={self._prefix!r}, default_ttl={self._default_ttl})"
 
+    def _redis_keys(self, keys: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Validate a batch of keys and prefix them; the concatenation doubles as the type check."""
+        kp = self._kp
+        if not kp or type(keys) is not list or "" in keys:
+            wanted = check_keys(keys)
+            return wanted, [kp + k for k in wanted] if kp else wanted
+        try:
+            return keys, [kp + k for k in keys]
+        except TypeError:
+            check_keys(keys)  # raises with a message naming the bad key
+            raise
+
     def _px(self, ttl: TTL | None) -> int | None:
         seconds = ttl_seconds(ttl, self._default_ttl)
         return None if seconds is None else ttl_ms(seconds)
@@ -253,11 +265,9 @@ class RedisCache:
 
     def mget(self, keys: Iterable[str]) -> dict[str, bytes]:
         """One MGET on a single server; per-slot MGETs (``mget_nonatomic``) on a cluster."""
-        wanted = check_keys(keys)
+        wanted, rkeys = self._redis_keys(keys)
         if not wanted:
             return {}
-        kp = self._kp
-        rkeys = [kp + k for k in wanted]
         try:
             if self._cluster:
                 values = self._client.mget_nonatomic(rkeys)  # type: ignore[union-attr]
@@ -265,7 +275,10 @@ class RedisCache:
                 values = self._client.mget(rkeys)
         except REDIS_ERRORS as exc:
             raise wrap_redis_error("MGET", exc) from exc
-        return {k: v for k, v in zip(wanted, values, strict=True) if v is not None}
+        found = dict(zip(wanted, values, strict=True))
+        if None in values:  # C-level scan; the all-hits case skips the filtering loop
+            found = {k: v for k, v in found.items() if v is not None}
+        return found
 
     def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
         """MSET without a TTL; with one, a non-transactional ``SET PX`` pipeline: 1 round trip."""
@@ -291,11 +304,10 @@ class RedisCache:
 
     def mdelete(self, keys: Iterable[str]) -> int:
         """UNLINK (split per slot on a cluster); returns how many keys existed."""
-        wanted = list(dict.fromkeys(check_keys(keys)))
-        if not wanted:
+        _, rkeys = self._redis_keys(keys)
+        if not rkeys:
             return 0
-        kp = self._kp
         try:
-            return int(self._client.unlink(*[kp + k for k in wanted]))
+            return int(self._client.unlink(*dict.fromkeys(rkeys)))
         except REDIS_ERRORS as exc:
             raise wrap_redis_error("UNLINK", exc) from exc
