@@ -7,6 +7,7 @@ stampedes, avalanches and penetration, and a bloom filter with a C core.
 from __future__ import annotations
 
 from ._memory import MemoryCache
+from ._multilevel import MultiLevelCache
 from ._protocols import BatchCache, Cache
 from ._redis import RedisCache
 from .errors import BackendError, CacheError, CacheMiss, CircuitOpenError, SerializationError
@@ -17,6 +18,7 @@ __all__ = [
     "BatchCache",
     "Cache",
     "MemoryCache",
+    "MultiLevelCache",
     "RedisCache",
     "BackendError",
     "CacheError",

@@ -15,13 +15,13 @@ from .errors import CacheMiss
 
 __all__ = ["MemoryCache"]
 
-# Entries are (value, ttl_seconds); cachetools asks for the expiry when it stores the entry and
-# passes its own reading of the timer, so each write reads the clock exactly once.
+# Entries are (value, absolute expiry on ``timer``); the expiry is kept so that a multi-level
+# cache can ask how long an entry has left (``get_with_ttl``).
 _Entry = tuple[bytes, float]
 
 
-def _time_to_use(_key: str, entry: _Entry, now: float) -> float:
-    return now + entry[1]
+def _time_to_use(_key: str, entry: _Entry, _now: float) -> float:
+    return entry[1]
 
 
 class MemoryCache:
@@ -63,9 +63,9 @@ class MemoryCache:
     def __repr__(self) -> str:
         return f"MemoryCache(maxsize={self._maxsize}, default_ttl={self._default_ttl})"
 
-    def _lifetime(self, ttl: TTL | None) -> float:
+    def _expiry(self, ttl: TTL | None) -> float:
         seconds = ttl_seconds(ttl, self._default_ttl)
-        return math.inf if seconds is None else seconds
+        return math.inf if seconds is None else self._timer() + seconds
 
     def get(self, key: str, default: Any = MISSING) -> Any:
         """Return the value; ``CacheMiss`` on a miss unless ``default`` is given."""
@@ -79,10 +79,33 @@ class MemoryCache:
                 raise CacheMiss(key) from None
             return default
 
+    def get_with_ttl(self, key: str) -> tuple[bytes, float | None] | None:
+        """``(value, seconds left or None for no expiry)``, or None on a miss."""
+        check_key(key)
+        with self._lock:
+            entry = self._data.get(key)
+            now = self._timer()
+        if entry is None:
+            return None
+        return entry[0], None if entry[1] == math.inf else max(entry[1] - now, 0.0)
+
+    def mget_with_ttl(self, keys: Iterable[str]) -> dict[str, tuple[bytes, float | None]]:
+        """Like ``mget``, with each hit's remaining lifetime."""
+        wanted = check_keys(keys)
+        found: dict[str, tuple[bytes, float | None]] = {}
+        with self._lock:
+            now = self._timer()
+            for key in wanted:
+                entry = self._data.get(key)
+                if entry is not None:
+                    left = None if entry[1] == math.inf else max(entry[1] - now, 0.0)
+                    found[key] = (entry[0], left)
+        return found
+
     def set(self, key: str, value: bytes, ttl: TTL | None = None) -> None:
         """Store ``value`` (bytes-like, copied to bytes) for ``ttl`` seconds."""
-        entry = (check_value(value), self._lifetime(ttl))
         check_key(key)
+        entry = (check_value(value), self._expiry(ttl))
         with self._lock:
             self._data[key] = entry
 
@@ -117,11 +140,11 @@ class MemoryCache:
         return found
 
     def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
-        lifetime = self._lifetime(ttl)
         checked = check_items(items)
+        expiry = self._expiry(ttl)
         with self._lock:
             for key, value in checked.items():
-                self._data[key] = (value, lifetime)
+                self._data[key] = (value, expiry)
 
     def mdelete(self, keys: Iterable[str]) -> int:
         wanted = check_keys(keys)

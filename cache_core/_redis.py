@@ -53,6 +53,13 @@ def wrap_redis_error(op: str, exc: BaseException) -> BackendError:
     return BackendError(f"redis {op} failed: {type(exc).__name__}: {exc}")
 
 
+def _seconds_left(pttl: int) -> float | None:
+    # PTTL: -1 no expiry, -2 gone (expired between the GET and the PTTL: treat as ~0 left).
+    if pttl == -1:
+        return None
+    return max(pttl, 0) / 1000.0
+
+
 def _short_retry() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
@@ -196,6 +203,40 @@ class RedisCache:
                 raise CacheMiss(key)
             return default
         return value
+
+    def get_with_ttl(self, key: str) -> tuple[bytes, float | None] | None:
+        """``(value, seconds left or None)`` in one round trip (pipelined GET + PTTL)."""
+        rkey = self._kp + check_key(key)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.get(rkey)
+            pipe.pttl(rkey)
+            value, pttl = pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("GET/PTTL", exc) from exc
+        if value is None:
+            return None
+        return value, _seconds_left(pttl)
+
+    def mget_with_ttl(self, keys: Iterable[str]) -> dict[str, tuple[bytes, float | None]]:
+        """Like ``mget``, with each hit's remaining lifetime (one pipelined round trip)."""
+        wanted, rkeys = self._redis_keys(keys)
+        if not wanted:
+            return {}
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for rkey in rkeys:
+                pipe.get(rkey)
+                pipe.pttl(rkey)
+            replies = pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("GET/PTTL", exc) from exc
+        found: dict[str, tuple[bytes, float | None]] = {}
+        for i, key in enumerate(wanted):
+            value = replies[2 * i]
+            if value is not None:
+                found[key] = (value, _seconds_left(replies[2 * i + 1]))
+        return found
 
     def set(self, key: str, value: bytes, ttl: TTL | None = None) -> None:
         data = check_value(value)

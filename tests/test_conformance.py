@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from cache_core import BatchCache, Cache, CacheError, CacheMiss, MemoryCache, RedisCache
+from cache_core import (
+    BatchCache,
+    Cache,
+    CacheError,
+    CacheMiss,
+    MemoryCache,
+    MultiLevelCache,
+    RedisCache,
+)
 from tests.conftest import FakeClock
 
 
@@ -35,7 +43,7 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "cluster", "multilevel"])
 def backend(request: pytest.FixtureRequest, unique_prefix: str) -> Iterator[Backend]:
     kind = request.param
     if kind == "memory":
@@ -54,6 +62,15 @@ def backend(request: pytest.FixtureRequest, unique_prefix: str) -> Iterator[Back
             _sleep,
             short_ttl=0.05,
         )
+    elif kind == "multilevel":
+        client = request.getfixturevalue("redis_client")
+
+        def make_multilevel(**kw: Any) -> MultiLevelCache:
+            l1 = MemoryCache(maxsize=1000)
+            l2 = RedisCache(client, prefix=unique_prefix, **kw)
+            return MultiLevelCache(l1, l2, l1_ttl=30)
+
+        yield Backend("multilevel", make_multilevel, _sleep, short_ttl=0.05)
     else:
         client = request.getfixturevalue("cluster_client")
         yield Backend(

@@ -1,0 +1,236 @@
+"""MultiLevelCache: an in-process L1 in front of a shared L2, itself a byte cache."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._validate import MISSING, TTL, check_items, check_key, check_keys, check_value, ttl_seconds
+from .errors import CacheMiss
+
+__all__ = ["MultiLevelCache"]
+
+
+class _Reading:
+    """Book-keeping for L2 reads of one key in flight: how many, and the key's write epoch."""
+
+    __slots__ = ("epoch", "readers")
+
+    def __init__(self) -> None:
+        self.readers = 0
+        self.epoch = 0
+
+
+class MultiLevelCache:
+    """L1 (usually ``MemoryCache``) over L2 (usually ``RedisCache``); a byte cache itself.
+
+    Reads try L1, then L2, and promote an L2 hit into L1 before returning, for at most
+    ``l1_ttl`` and never longer than the entry has left in L2. Writes go to L2 first, then L1;
+    deletes remove from both. A write or delete that lands while another thread is promoting
+    the same key wins: the promotion is dropped (per-key epochs, checked under one lock), so a
+    deleted value is never resurrected in L1.
+
+    Within one process L1 is coherent with this cache's own writes. Writes made by other
+    processes reach L1 only when its entry expires: ``l1_ttl`` bounds that staleness.
+    """
+
+    def __init__(self, l1: Any, l2: Any, *, l1_ttl: TTL, l2_ttl: TTL | None = None) -> None:
+        for name, cache in (("l1", l1), ("l2", l2)):
+            missing = [
+                m for m in ("get", "set", "delete", "exists", "clear", "mget", "mset", "mdelete")
+                if not callable(getattr(cache, m, None))
+            ]  # fmt: skip
+            if missing:
+                raise TypeError(
+                    f"{name} must be a byte cache (Cache + BatchCache), "
+                    f"{type(cache).__name__} lacks {', '.join(missing)}"
+                )
+        if l1 is l2:
+            raise ValueError("l1 and l2 must be different caches")
+        l1_seconds = ttl_seconds(l1_ttl, None, "l1_ttl")
+        if l1_seconds is None:
+            raise TypeError("l1_ttl is required: an L1 entry must expire to see other processes")
+        self._l1 = l1
+        self._l2 = l2
+        self._l1_ttl = l1_seconds
+        self._l2_ttl = ttl_seconds(l2_ttl, None, "l2_ttl")
+        self._lock = threading.Lock()
+        self._reading: dict[str, _Reading] = {}
+        self._l2_get_ttl = getattr(l2, "get_with_ttl", None)
+        self._l2_mget_ttl = getattr(l2, "mget_with_ttl", None)
+
+    @property
+    def l1(self) -> Any:
+        return self._l1
+
+    @property
+    def l2(self) -> Any:
+        return self._l2
+
+    @property
+    def l1_ttl(self) -> float:
+        return self._l1_ttl
+
+    @property
+    def default_ttl(self) -> float | None:
+        """The TTL a write gets when it names none: ``l2_ttl``, else L2's own default."""
+        if self._l2_ttl is not None:
+            return self._l2_ttl
+        default = getattr(self._l2, "default_ttl", None)
+        return default if isinstance(default, float | int) else None
+
+    def __repr__(self) -> str:
+        return f"MultiLevelCache(l1={self._l1!r}, l2={self._l2!r}, l1_ttl={self._l1_ttl})"
+
+    # -- TTL arithmetic ----------------------------------------------------------------------
+
+    def _l2_seconds(self, ttl: TTL | None) -> float | None:
+        return ttl_seconds(ttl, self.default_ttl)
+
+    def _l1_seconds(self, l2_seconds: float | None) -> float:
+        return self._l1_ttl if l2_seconds is None else min(self._l1_ttl, l2_seconds)
+
+    # -- promotion guarded by per-key epochs -------------------------------------------------
+
+    def _begin_reads(self, keys: Iterable[str]) -> dict[str, tuple[_Reading, int]]:
+        started: dict[str, tuple[_Reading, int]] = {}
+        with self._lock:
+            for key in keys:
+                reading = self._reading.get(key)
+                if reading is None:
+                    reading = self._reading[key] = _Reading()
+                reading.readers += 1
+                started[key] = (reading, reading.epoch)
+        return started
+
+    def _end_reads(
+        self,
+        started: dict[str, tuple[_Reading, int]],
+        hits: Mapping[str, tuple[bytes, float | None]],
+    ) -> None:
+        # Promotion happens under the lock that writers take to bump epochs: either the write's
+        # critical section comes first (epoch moved, promotion dropped) or it comes second (it
+        # overwrites or deletes what was promoted). Both end with L1 agreeing with the write.
+        with self._lock:
+            try:
+                for key, (reading, epoch) in started.items():
+                    hit = hits.get(key)
+                    if hit is not None and reading.epoch == epoch:
+                        left = hit[1]
+                        if left is None or left > 0:
+                            self._l1.set(key, hit[0], ttl=self._l1_seconds(left))
+            finally:
+                for key, (reading, _) in started.items():
+                    reading.readers -= 1
+                    if reading.readers == 0:
+                        del self._reading[key]
+
+    def _invalidate(self, keys: Iterable[str]) -> None:
+        """Bump the epoch of keys being promoted right now; caller holds the lock."""
+        reading = self._reading
+        for key in keys:
+            r = reading.get(key)
+            if r is not None:
+                r.epoch += 1
+
+    # -- Cache -------------------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = MISSING) -> Any:
+        value = self._l1.get(key, None)
+        if value is not None:
+            return value
+        hit = self._read_l2([key]).get(key)
+        if hit is None:
+            if default is MISSING:
+                raise CacheMiss(key)
+            return default
+        return hit
+
+    def _read_l2(self, keys: list[str]) -> dict[str, bytes]:
+        started = self._begin_reads(keys)
+        hits: dict[str, tuple[bytes, float | None]] = {}
+        try:
+            if self._l2_mget_ttl is not None:
+                if len(keys) == 1 and self._l2_get_ttl is not None:
+                    one = self._l2_get_ttl(keys[0])
+                    if one is not None:
+                        hits[keys[0]] = one
+                else:
+                    hits = self._l2_mget_ttl(keys)
+            else:
+                # An L2 that cannot say how long an entry has left: promote for l1_ttl.
+                hits = {k: (v, self._l1_ttl) for k, v in self._l2.mget(keys).items()}
+        finally:
+            self._end_reads(started, hits)
+        return {k: v[0] for k, v in hits.items()}
+
+    def set(self, key: str, value: bytes, ttl: TTL | None = None) -> None:
+        check_key(key)
+        value = check_value(value)
+        seconds = self._l2_seconds(ttl)
+        try:
+            self._l2.set(key, value, ttl=seconds)
+        except BaseException:
+            self._drop_l1([key])  # never leave L1 holding a value L2 may not have
+            raise
+        with self._lock:
+            self._invalidate([key])
+            self._l1.set(key, value, ttl=self._l1_seconds(seconds))
+
+    def _drop_l1(self, keys: list[str]) -> int:
+        with self._lock:
+            self._invalidate(keys)
+            return int(self._l1.mdelete(keys))
+
+    def delete(self, key: str) -> bool:
+        check_key(key)
+        try:
+            removed = bool(self._l2.delete(key))
+        finally:
+            removed_l1 = self._drop_l1([key])
+        return removed or removed_l1 > 0
+
+    def exists(self, key: str) -> bool:
+        return bool(self._l1.exists(key)) or bool(self._l2.exists(key))
+
+    def clear(self) -> int:
+        """Clear L2 (the count is L2's, the shared truth), then L1."""
+        try:
+            removed = int(self._l2.clear())
+        finally:
+            with self._lock:
+                self._invalidate(list(self._reading))
+                self._l1.clear()
+        return removed
+
+    # -- BatchCache --------------------------------------------------------------------------
+
+    def mget(self, keys: Iterable[str]) -> dict[str, bytes]:
+        wanted = check_keys(keys)
+        found = self._l1.mget(wanted)
+        if len(found) < len(wanted):
+            missing = [k for k in dict.fromkeys(wanted) if k not in found]
+            found.update(self._read_l2(missing))
+        return dict(found)
+
+    def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
+        checked = check_items(items)
+        seconds = self._l2_seconds(ttl)
+        try:
+            self._l2.mset(checked, ttl=seconds)
+        except BaseException:
+            self._drop_l1(list(checked))
+            raise
+        with self._lock:
+            self._invalidate(checked)
+            self._l1.mset(checked, ttl=self._l1_seconds(seconds))
+
+    def mdelete(self, keys: Iterable[str]) -> int:
+        wanted = list(dict.fromkeys(check_keys(keys)))
+        removed = 0
+        try:
+            removed = int(self._l2.mdelete(wanted))
+        finally:
+            removed_l1 = self._drop_l1(wanted)
+        return max(removed, removed_l1)
