@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
+from ._stats import Counter
 from ._validate import MISSING, TTL, check_items, check_key, check_keys, check_value, ttl_seconds
 from .errors import CacheMiss
 
-__all__ = ["MultiLevelCache"]
+__all__ = ["MultiLevelCache", "MultiLevelStats"]
+
+
+class MultiLevelStats(NamedTuple):
+    """Where reads were answered (``get`` and ``mget``, per key)."""
+
+    l1_hits: int
+    l2_hits: int
+    misses: int
 
 
 class _Reading:
@@ -59,6 +68,12 @@ class MultiLevelCache:
         self._reading: dict[str, _Reading] = {}
         self._l2_get_ttl = getattr(l2, "get_with_ttl", None)
         self._l2_mget_ttl = getattr(l2, "mget_with_ttl", None)
+        self._l1_hits = Counter()
+        self._l2_hits = Counter()
+        self._misses = Counter()
+
+    def stats(self) -> MultiLevelStats:
+        return MultiLevelStats(self._l1_hits.value, self._l2_hits.value, self._misses.value)
 
     @property
     def l1(self) -> Any:
@@ -139,9 +154,11 @@ class MultiLevelCache:
     def get(self, key: str, default: Any = MISSING) -> Any:
         value = self._l1.get(key, None)
         if value is not None:
+            self._l1_hits.incr()
             return value
         hit = self._read_l2([key]).get(key)
         if hit is None:
+            self._misses.incr()
             if default is MISSING:
                 raise CacheMiss(key)
             return default
@@ -163,6 +180,7 @@ class MultiLevelCache:
                 hits = {k: (v, self._l1_ttl) for k, v in self._l2.mget(keys).items()}
         finally:
             self._end_reads(started, hits)
+        self._l2_hits.add(len(hits))
         return {k: v[0] for k, v in hits.items()}
 
     def set(self, key: str, value: bytes, ttl: TTL | None = None) -> None:
@@ -209,9 +227,12 @@ class MultiLevelCache:
     def mget(self, keys: Iterable[str]) -> dict[str, bytes]:
         wanted = check_keys(keys)
         found = self._l1.mget(wanted)
+        self._l1_hits.add(len(found))
         if len(found) < len(wanted):
             missing = [k for k in dict.fromkeys(wanted) if k not in found]
-            found.update(self._read_l2(missing))
+            from_l2 = self._read_l2(missing)
+            self._misses.add(len(missing) - len(from_l2))
+            found.update(from_l2)
         return dict(found)
 
     def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:

@@ -1,0 +1,37 @@
+"""A counter that threads can bump without a lock."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+__all__ = ["Counter"]
+
+
+class Counter:
+    """Exact under threads: ``next()`` on ``itertools.count`` is one C call, atomic under the GIL.
+
+    Cheaper than a lock on hot paths (a hit costs one ``incr``).
+    """
+
+    __slots__ = ("_count", "_offset", "_read_lock")
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self._offset = 0
+        self._read_lock = threading.Lock()
+
+    def incr(self) -> None:
+        next(self._count)
+
+    def add(self, n: int) -> None:
+        for _ in range(n):
+            next(self._count)
+
+    @property
+    def value(self) -> int:
+        # Reading consumes one number from the counter; remember it so it is not counted.
+        with self._read_lock:
+            seen = next(self._count) - self._offset
+            self._offset += 1
+        return seen
