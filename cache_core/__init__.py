@@ -6,6 +6,7 @@ stampedes, avalanches and penetration, and a bloom filter with a C core.
 
 from __future__ import annotations
 
+from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
 from .errors import BackendError, CacheError, CacheMiss, CircuitOpenError, SerializationError
 
 __version__ = "0.1.0.dev0"
@@ -15,6 +16,10 @@ __all__ = [
     "CacheError",
     "CacheMiss",
     "CircuitOpenError",
+    "CompressedSerializer",
+    "JSONSerializer",
+    "PickleSerializer",
     "SerializationError",
+    "Serializer",
     "__version__",
 ]
