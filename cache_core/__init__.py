@@ -7,6 +7,7 @@ stampedes, avalanches and penetration, and a bloom filter with a C core.
 from __future__ import annotations
 
 from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
+from ._singleflight import Singleflight, SingleflightInterrupted
 from .errors import BackendError, CacheError, CacheMiss, CircuitOpenError, SerializationError
 
 __version__ = "0.1.0.dev0"
@@ -21,5 +22,7 @@ __all__ = [
     "PickleSerializer",
     "SerializationError",
     "Serializer",
+    "Singleflight",
+    "SingleflightInterrupted",
     "__version__",
 ]
