@@ -6,24 +6,38 @@ stampedes, avalanches and penetration, and a bloom filter with a C core.
 
 from __future__ import annotations
 
+from ._default import default_cache
 from ._memory import MemoryCache
-from ._multilevel import MultiLevelCache
+from ._multilevel import MultiLevelCache, MultiLevelStats
 from ._protocols import BatchCache, Cache
 from ._redis import RedisCache
+from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
+from ._singleflight import Singleflight, SingleflightInterrupted
+from ._typed import TypedCache, TypedCacheStats
 from .errors import BackendError, CacheError, CacheMiss, CircuitOpenError, SerializationError
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BackendError",
     "BatchCache",
     "Cache",
-    "MemoryCache",
-    "MultiLevelCache",
-    "RedisCache",
-    "BackendError",
     "CacheError",
     "CacheMiss",
     "CircuitOpenError",
+    "CompressedSerializer",
+    "JSONSerializer",
+    "MemoryCache",
+    "MultiLevelCache",
+    "MultiLevelStats",
+    "PickleSerializer",
+    "RedisCache",
     "SerializationError",
+    "Serializer",
+    "Singleflight",
+    "SingleflightInterrupted",
+    "TypedCache",
+    "TypedCacheStats",
     "__version__",
+    "default_cache",
 ]
