@@ -47,46 +47,63 @@ class DemoContext:
 
 
 def _burst(n: int, fn: Callable[[], object]) -> float:
-    """Run ``fn`` in ``n`` threads released together; return the wall time in seconds."""
+    """Run ``fn`` in ``n`` threads released together; seconds from release to the last return."""
     barrier = threading.Barrier(n)
+    starts: list[float] = []
+    ends: list[float] = []
 
     def run() -> None:
         barrier.wait()
+        starts.append(time.perf_counter())
         fn()
+        ends.append(time.perf_counter())
 
     threads = [threading.Thread(target=run) for _ in range(n)]
-    start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return time.perf_counter() - start
+    return max(ends) - min(starts)
+
+
+class CountingLoader:
+    """A stand-in for a database call: sleeps ``delay`` seconds and counts its calls."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, value: Any = None) -> Any:
+        with self._lock:
+            self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        return value
+
+
+def _stampede_once(ctx: DemoContext, use_get_or_set: bool) -> tuple[int, float]:
+    name = "stampede-with" if use_get_or_set else "stampede-without"
+    typed: TypedCache[dict[str, Any]] = TypedCache(ctx.byte_cache(name))
+    db = CountingLoader(delay=0.05)
+    user = {"id": 1, "name": "Ada"}
+
+    def request() -> None:
+        if use_get_or_set:
+            typed.get_or_set("user:1", lambda: db(user), ttl=60)
+        elif typed.get("user:1", None) is None:
+            typed.set("user:1", db(user), ttl=60)
+
+    wall = _burst(64, request)
+    return db.calls, wall
 
 
 def stampede(ctx: DemoContext) -> None:
     """64 concurrent requests for one cold key, a 50 ms database call."""
     print("\n== stampede: 64 concurrent requests for one cold key (loader takes 50 ms)")
     for label, use_get_or_set in (("get, then load + set", False), ("get_or_set", True)):
-        typed: TypedCache[dict[str, Any]] = TypedCache(ctx.byte_cache(f"stampede-{label[:3]}"))
-        calls: list[int] = []
-        lock = threading.Lock()
-
-        def load() -> dict[str, Any]:
-            with lock:
-                calls.append(1)
-            time.sleep(0.05)  # the database call
-            return {"id": 1, "name": "Ada"}
-
-        def request() -> None:
-            if use_get_or_set:
-                typed.get_or_set("user:1", load, ttl=60)
-                return
-            value = typed.get("user:1", None)
-            if value is None:
-                typed.set("user:1", load(), ttl=60)
-
-        wall = _burst(64, request)
-        print(f"   {label:<22} loader calls: {len(calls):>3}   wall: {wall * 1000:6.1f} ms")
+        calls, wall = _stampede_once(ctx, use_get_or_set)
+        print(f"   {label:<22} loader calls: {calls:>3}   wall: {wall * 1000:6.1f} ms")
 
 
 def multilevel(ctx: DemoContext) -> None:

@@ -56,9 +56,10 @@ class TypedCache(Generic[T]):
             )
         if serializer is None:
             serializer = JSONSerializer()
-        elif not (callable(getattr(serializer, "dumps", None)) and callable(
-            getattr(serializer, "loads", None)
-        )):
+        elif not (
+            callable(getattr(serializer, "dumps", None))
+            and callable(getattr(serializer, "loads", None))
+        ):
             raise TypeError(
                 f"serializer must have dumps() and loads(), not {type(serializer).__name__}"
             )
