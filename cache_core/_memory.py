@@ -146,6 +146,16 @@ class MemoryCache:
             for key, value in checked.items():
                 self._data[key] = (value, expiry)
 
+    def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
+        """Store items that each carry their own TTL."""
+        from ._redis import _check_entries
+
+        checked = _check_entries(entries, self._default_ttl)
+        now = self._timer()
+        with self._lock:
+            for key, (value, seconds) in checked.items():
+                self._data[key] = (value, math.inf if seconds is None else now + seconds)
+
     def mdelete(self, keys: Iterable[str]) -> int:
         wanted = check_keys(keys)
         removed = 0

@@ -247,6 +247,28 @@ class MultiLevelCache:
             self._invalidate(checked)
             self._l1.mset(checked, ttl=self._l1_seconds(seconds))
 
+    def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
+        """Store items that each carry their own TTL (L2 first, then L1, each bounded)."""
+        if not isinstance(entries, Mapping):
+            raise TypeError(f"entries must be a Mapping, not {type(entries).__name__}")
+        checked = {
+            check_key(k): (check_value(v), self._l2_seconds(t)) for k, (v, t) in entries.items()
+        }
+        l2_many = getattr(self._l2, "mset_with_ttls", None)
+        try:
+            if l2_many is not None:
+                l2_many(checked)
+            else:
+                for key, (value, seconds) in checked.items():
+                    self._l2.set(key, value, ttl=seconds)
+        except BaseException:
+            self._drop_l1(list(checked))
+            raise
+        with self._lock:
+            self._invalidate(checked)
+            for key, (value, seconds) in checked.items():
+                self._l1.set(key, value, ttl=self._l1_seconds(seconds))
+
     def mdelete(self, keys: Iterable[str]) -> int:
         wanted = list(dict.fromkeys(check_keys(keys)))
         removed = 0

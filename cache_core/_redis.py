@@ -60,6 +60,21 @@ def _seconds_left(pttl: int) -> float | None:
     return max(pttl, 0) / 1000.0
 
 
+def _check_entries(
+    entries: Mapping[str, tuple[bytes, TTL | None]], default: float | None
+) -> dict[str, tuple[bytes, float | None]]:
+    if not isinstance(entries, Mapping):
+        raise TypeError(
+            f"entries must be a Mapping[str, (bytes, ttl)], not {type(entries).__name__}"
+        )
+    checked: dict[str, tuple[bytes, float | None]] = {}
+    for key, pair in entries.items():
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(f"entries[{key!r}] must be a (value, ttl) tuple")
+        checked[check_key(key)] = (check_value(pair[0]), ttl_seconds(pair[1], default))
+    return checked
+
+
 def _short_retry() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
@@ -148,6 +163,11 @@ class RedisCache:
     @property
     def is_cluster(self) -> bool:
         return self._cluster
+
+    @property
+    def redis_key_prefix(self) -> str:
+        """What every Redis key of this cache starts with (``prefix + ":"``, or empty)."""
+        return self._kp
 
     def redis_key(self, key: str) -> str:
         """The Redis key that holds ``key`` (``prefix:key``)."""
@@ -339,6 +359,20 @@ class RedisCache:
             pipe = self._client.pipeline(transaction=False)
             for key, value in checked.items():
                 pipe.set(kp + key, value, px=px)
+            pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("MSET", exc) from exc
+
+    def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
+        """Store items that each carry their own TTL: one pipelined round trip."""
+        checked = _check_entries(entries, self._default_ttl)
+        if not checked:
+            return
+        kp = self._kp
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, (value, seconds) in checked.items():
+                pipe.set(kp + key, value, px=None if seconds is None else ttl_ms(seconds))
             pipe.execute()
         except REDIS_ERRORS as exc:
             raise wrap_redis_error("MSET", exc) from exc

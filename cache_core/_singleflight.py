@@ -108,6 +108,19 @@ class Singleflight:
         call.done.wait()
         return self._result(call)
 
+    def try_do(self, key: Hashable, fn: Callable[[], T]) -> tuple[T, bool] | None:
+        """Run ``fn`` like ``do`` if no call for ``key`` is in flight; else return None at once.
+
+        For work that is optional when someone else is already doing it (an early refresh, a
+        stale-while-revalidate reload): the caller never waits.
+        """
+        me = threading.get_ident()
+        with self._lock:
+            if key in self._calls:
+                return None
+            call = self._calls[key] = _Call(me)
+        return self._lead(key, call, fn)
+
     def _lead(self, key: Hashable, call: _Call, fn: Callable[[], T]) -> tuple[T, bool]:
         try:
             call.value = fn()

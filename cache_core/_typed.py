@@ -1,17 +1,41 @@
-"""TypedCache[T]: typed values over any byte cache, with a singleflight read-through."""
+"""TypedCache[T]: typed values over any byte cache, with a protected read-through.
+
+``get_or_set`` is where the protection patterns meet:
+
+* singleflight (always): one loader per key at a time in this process; waiters share the result
+  and the value is stored before they are released;
+* ``distributed_lock``: one loader per key across processes (``_lease_lock``);
+* ``early_refresh=β``: XFetch (``_xfetch``) recomputes hot keys shortly before they expire;
+* ``stale_ttl``: stale-while-revalidate, ``stale_if_error``: keep serving the last value when a
+  refresh fails;
+* ``ttl_jitter``: every TTL written is shortened by up to that fraction (``_jitter``).
+
+Refreshes (early or stale) run in the calling thread of the one reader that wins the
+singleflight (and the lease, when enabled); every other reader gets the current value at once,
+never waiting. A cache backend failure never fails ``get_or_set``: it answers from the loader,
+still inside the singleflight.
+"""
 
 from __future__ import annotations
 
 import logging
+import random as _random
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Generic, NamedTuple, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
-from ._envelope import pack, plain_prefix, serializer_id, unpack
+from ._envelope import Entry, pack, plain_prefix, serializer_id, unpack
+from ._jitter import check_jitter, jittered
+from ._lease_lock import LeaseLock, LeaseLockFactory
+from ._multilevel import MultiLevelCache
+from ._redis import RedisCache
 from ._serializers import JSONSerializer, Serializer
 from ._singleflight import Singleflight
 from ._stats import Counter
 from ._validate import MISSING, TTL, check_key, ttl_seconds
+from ._xfetch import should_refresh_early
 from .errors import BackendError, CacheMiss, SerializationError
 
 __all__ = ["TypedCache", "TypedCacheStats"]
@@ -19,7 +43,9 @@ __all__ = ["TypedCache", "TypedCacheStats"]
 T = TypeVar("T")
 log = logging.getLogger("cache_core")
 
-_BYTE_CACHE_METHODS = ("get", "set", "delete", "exists", "clear")
+_BYTE_CACHE_METHODS: Final = ("get", "set", "delete", "exists", "clear")
+_UNSET: Final[Any] = object()
+_BUSY: Final[Any] = object()  # "another process holds the lease": keep the current value
 
 
 class TypedCacheStats(NamedTuple):
@@ -31,6 +57,66 @@ class TypedCacheStats(NamedTuple):
     load_errors: int
     backend_errors: int
     decode_errors: int
+    refreshes: int
+    stale_hits: int
+    stale_errors_served: int
+    lock_waits: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    distributed_lock: bool
+    lock_timeout: float
+    early_refresh: float | None
+    stale_ttl: float | None
+    stale_if_error: bool
+    ttl_jitter: float
+
+    @property
+    def wants_meta(self) -> bool:
+        return self.early_refresh is not None or self.stale_ttl is not None
+
+
+def _check_options(
+    distributed_lock: object,
+    lock_timeout: object,
+    early_refresh: object,
+    stale_ttl: object,
+    stale_if_error: object,
+    ttl_jitter: object,
+) -> _Options:
+    if not isinstance(distributed_lock, bool):
+        raise TypeError(f"distributed_lock must be a bool, not {type(distributed_lock).__name__}")
+    if not isinstance(stale_if_error, bool):
+        raise TypeError(f"stale_if_error must be a bool, not {type(stale_if_error).__name__}")
+    timeout = ttl_seconds(lock_timeout, None, "lock_timeout")
+    if timeout is None:
+        raise TypeError("lock_timeout must be a number of seconds, not None")
+    beta: float | None = None
+    if early_refresh is not None:
+        if isinstance(early_refresh, bool) or not isinstance(early_refresh, int | float):
+            raise TypeError(
+                f"early_refresh must be None or a float beta > 0, "
+                f"not {type(early_refresh).__name__}"
+            )
+        beta = float(early_refresh)
+        if not 0.0 < beta < float("inf"):
+            raise ValueError(f"early_refresh must be a finite beta > 0, got {early_refresh!r}")
+    stale = ttl_seconds(stale_ttl, None, "stale_ttl")
+    return _Options(
+        distributed_lock, timeout, beta, stale, stale_if_error, check_jitter(ttl_jitter)
+    )
+
+
+def _redis_below(cache: Any) -> RedisCache | None:
+    """The RedisCache that a cache stores in (itself, or a multi-level cache's L2)."""
+    while True:
+        if isinstance(cache, RedisCache):
+            return cache
+        if isinstance(cache, MultiLevelCache):
+            cache = cache.l2
+            continue
+        return None
 
 
 class TypedCache(Generic[T]):
@@ -38,16 +124,37 @@ class TypedCache(Generic[T]):
 
     Values are encoded by ``serializer`` (JSON by default) inside a small envelope, so bytes
     written by something else, by another serializer or by an older layout are detected instead
-    of mis-decoded.
+    of mis-decoded. Undecodable stored bytes count as a miss in ``get_or_set`` and are repaired.
 
-    ``get_or_set`` is a read-through: on a miss the loader runs at most once at a time per key in
-    this process (concurrent callers wait and share its result or its exception), and the value
-    is stored before the waiters are released. Undecodable stored bytes count as a miss and are
-    repaired. When the cache backend fails, ``get_or_set`` still answers from the loader (inside
-    the same singleflight, so an outage does not become a database stampede).
+    Options (constructor defaults, each overridable per ``get_or_set`` call):
+
+    ``distributed_lock`` (False): a miss takes a Redis lease lock before loading; other
+    processes wait for the value (woken by BLPOP, bounded by ``lock_timeout``) instead of
+    loading. Needs a ``RedisCache`` underneath (directly or as a ``MultiLevelCache``'s L2).
+    ``lock_timeout`` (10 s): the lease; a crashed holder blocks the key at most this long, and
+    a follower waits at most this long before loading itself. Set it above your loader's time.
+    ``early_refresh`` (None): XFetch β (1.0 is the paper's default).
+    ``stale_ttl`` (None): seconds an entry stays readable after its TTL while one reader
+    refreshes it. ``stale_if_error`` (True): a failed refresh serves the stale value.
+    ``ttl_jitter`` (0.1): every TTL written is shortened by a random fraction below this.
+    ``clock`` (``time.time``, a wall clock: expiries in the envelope are shared between hosts)
+    and ``random`` are injectable for deterministic tests.
     """
 
-    def __init__(self, cache: Any, *, serializer: Serializer | None = None) -> None:
+    def __init__(
+        self,
+        cache: Any,
+        *,
+        serializer: Serializer | None = None,
+        distributed_lock: bool = False,
+        lock_timeout: float = 10.0,
+        early_refresh: float | None = None,
+        stale_ttl: TTL | None = None,
+        stale_if_error: bool = True,
+        ttl_jitter: float = 0.1,
+        clock: Callable[[], float] = time.time,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
         missing = [m for m in _BYTE_CACHE_METHODS if not callable(getattr(cache, m, None))]
         if missing:
             raise TypeError(
@@ -63,12 +170,30 @@ class TypedCache(Generic[T]):
             raise TypeError(
                 f"serializer must have dumps() and loads(), not {type(serializer).__name__}"
             )
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, not {type(clock).__name__}")
+        if not callable(random):
+            raise TypeError(f"random must be callable, not {type(random).__name__}")
+        self._options = _check_options(
+            distributed_lock, lock_timeout, early_refresh, stale_ttl, stale_if_error, ttl_jitter
+        )
+        redis_cache = _redis_below(cache)
+        self._locks: LeaseLockFactory | None = None
+        if redis_cache is not None:
+            self._locks = LeaseLockFactory(redis_cache.client, redis_cache.redis_key_prefix)
+        elif distributed_lock:
+            raise ValueError(
+                "distributed_lock=True needs a RedisCache underneath (directly or as the L2 of "
+                f"a MultiLevelCache); {type(cache).__name__} has none"
+            )
         self._cache = cache
         self._serializer = serializer
         self._dumps = serializer.dumps
         self._loads = serializer.loads
         self._fid = serializer_id(serializer)
         self._prefix = plain_prefix(self._fid)
+        self._clock = clock
+        self._random = random
         self._flight = Singleflight()
         self._hits = Counter()
         self._misses = Counter()
@@ -76,6 +201,11 @@ class TypedCache(Generic[T]):
         self._load_errors = Counter()
         self._backend_errors = Counter()
         self._decode_errors = Counter()
+        self._refreshes = Counter()
+        self._stale_hits = Counter()
+        self._stale_errors = Counter()
+        self._lock_waits = Counter()
+        self._mset_ttls = getattr(cache, "mset_with_ttls", None)
 
     @property
     def cache(self) -> Any:
@@ -94,36 +224,68 @@ class TypedCache(Generic[T]):
             self._load_errors.value,
             self._backend_errors.value,
             self._decode_errors.value,
+            self._refreshes.value,
+            self._stale_hits.value,
+            self._stale_errors.value,
+            self._lock_waits.value,
         )
 
     def __repr__(self) -> str:
         return f"TypedCache({self._cache!r}, serializer={type(self._serializer).__name__})"
 
+    # -- TTLs --------------------------------------------------------------------------------
+
+    def _base_ttl(self, ttl: TTL | None) -> float | None:
+        default = getattr(self._cache, "default_ttl", None)
+        if not isinstance(default, float | int) or isinstance(default, bool):
+            default = None
+        return ttl_seconds(ttl, default)
+
+    def _ttls(self, ttl: TTL | None, opts: _Options) -> tuple[float | None, float | None]:
+        """(logical TTL after jitter, physical TTL to write: logical + stale window)."""
+        base = self._base_ttl(ttl)
+        if base is None:
+            return None, None
+        logical = jittered(base, opts.ttl_jitter, self._random)
+        if opts.stale_ttl is None:
+            return logical, logical
+        return logical, logical + opts.stale_ttl
+
     # -- encoding ----------------------------------------------------------------------------
 
-    def _encode(self, key: str, value: object) -> bytes:
+    def _payload(self, key: str, value: object) -> bytes:
         try:
-            payload = self._dumps(value)
+            return self._dumps(value)
         except SerializationError as exc:
             raise SerializationError(f"cannot encode the value for key {key!r}: {exc}") from exc
+
+    def _encode(
+        self, key: str, value: object, opts: _Options, logical: float | None, delta: float
+    ) -> bytes:
+        payload = self._payload(key, value)
+        if opts.wants_meta and logical is not None:
+            return pack(self._fid, payload, delta=delta, expires_at=self._clock() + logical)
         return pack(self._fid, payload)
 
     def _decode(self, data: bytes) -> Any:
         # Fast path: the plain envelope is a 4-byte prefix check and one slice.
         if data[:4] == self._prefix:
             return self._loads(data[4:])
+        return self._loads(self._entry(data).payload)
+
+    def _entry(self, data: bytes) -> Entry:
         entry = unpack(data, self._fid)
         if entry.tombstone:
             raise SerializationError("stored value is a tombstone, not a value")
-        return self._loads(entry.payload)
+        return entry
 
-    # -- public API --------------------------------------------------------------------------
+    # -- plain operations --------------------------------------------------------------------
 
     def get(self, key: str, default: Any = MISSING) -> Any:
         """Return the value; ``CacheMiss`` on a miss unless ``default`` is given.
 
         Stored bytes that cannot be decoded raise ``SerializationError`` (``get_or_set``
-        repairs them instead).
+        repairs them instead). An entry kept past its TTL for ``stale_ttl`` is still returned.
         """
         data = self._cache.get(key, None)
         if data is None:
@@ -135,9 +297,11 @@ class TypedCache(Generic[T]):
         return self._decode(data)
 
     def set(self, key: str, value: T, ttl: TTL | None = None) -> None:
+        """Store ``value`` (its TTL jittered as configured)."""
         check_key(key)
-        ttl_seconds(ttl, None)
-        self._cache.set(key, self._encode(key, value), ttl)
+        opts = self._options
+        logical, physical = self._ttls(ttl, opts)
+        self._cache.set(key, self._encode(key, value, opts, logical, 0.0), physical)
 
     def delete(self, key: str) -> bool:
         return bool(self._cache.delete(key))
@@ -160,34 +324,136 @@ class TypedCache(Generic[T]):
         return found
 
     def mset(self, items: Mapping[str, T], ttl: TTL | None = None) -> None:
+        """Store many values in one round trip, each with its own jittered TTL."""
         if not isinstance(items, Mapping):
             raise TypeError(f"items must be a Mapping[str, T], not {type(items).__name__}")
-        ttl_seconds(ttl, None)
-        encoded = {check_key(k): self._encode(k, v) for k, v in items.items()}
-        self._cache.mset(encoded, ttl)
+        opts = self._options
+        self._base_ttl(ttl)  # validate before encoding anything
+        entries: dict[str, tuple[bytes, float | None]] = {}
+        for key, value in items.items():
+            check_key(key)
+            logical, physical = self._ttls(ttl, opts)
+            entries[key] = (self._encode(key, value, opts, logical, 0.0), physical)
+        if not entries:
+            return
+        if self._mset_ttls is not None:
+            self._mset_ttls(entries)
+            return
+        # A byte cache without per-key TTLs: one TTL for the batch (jitter still applied once).
+        first_ttl = next(iter(entries.values()))[1]
+        self._cache.mset({k: v for k, (v, _) in entries.items()}, first_ttl)
 
-    def get_or_set(self, key: str, fn: Callable[[], T], ttl: TTL | None = None) -> T:
-        """Return the cached value, or load it with ``fn`` (once per key at a time) and store it."""
+    # -- read-through ------------------------------------------------------------------------
+
+    def get_or_set(
+        self,
+        key: str,
+        fn: Callable[[], T],
+        ttl: TTL | None = None,
+        *,
+        distributed_lock: bool | None = None,
+        lock_timeout: float | None = None,
+        early_refresh: Any = _UNSET,
+        stale_ttl: Any = _UNSET,
+        stale_if_error: bool | None = None,
+        ttl_jitter: float | None = None,
+    ) -> T:
+        """Return the cached value, or load it with ``fn`` (once per key at a time) and store it.
+
+        The keyword options override the constructor's for this call.
+        """
         if type(key) is not str or not key:
             check_key(key)
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        opts = self._options
+        if not (
+            distributed_lock is None
+            and lock_timeout is None
+            and early_refresh is _UNSET
+            and stale_ttl is _UNSET
+            and stale_if_error is None
+            and ttl_jitter is None
+        ):
+            opts = self._override(
+                opts, distributed_lock, lock_timeout, early_refresh, stale_ttl,
+                stale_if_error, ttl_jitter,
+            )  # fmt: skip
         if ttl is not None:
             ttl_seconds(ttl, None)
         data = self._read(key)
         if data is not None:
-            try:
-                value = self._decode(data)
-            except SerializationError as exc:
-                self._decode_errors.incr()
-                log.warning("cache_core: undecodable entry %r will be reloaded: %s", key, exc)
+            if data[:4] == self._prefix:  # plain entry: no expiry metadata to consider
+                try:
+                    value = self._loads(data[4:])
+                except SerializationError as exc:
+                    self._undecodable(key, exc)
+                else:
+                    self._hits.incr()
+                    return value  # type: ignore[return-value]
             else:
-                self._hits.incr()
-                return value  # type: ignore[no-any-return]
+                try:
+                    entry = self._entry(data)
+                    value = self._loads(entry.payload)
+                except SerializationError as exc:
+                    self._undecodable(key, exc)
+                else:
+                    return self._hit_with_meta(key, fn, ttl, opts, entry, value)
         self._misses.incr()
-        return self._load(key, fn, ttl)
+        return self._load(key, fn, ttl, opts)
 
-    # -- read-through internals ----------------------------------------------------------------
+    def _override(
+        self,
+        opts: _Options,
+        distributed_lock: bool | None,
+        lock_timeout: float | None,
+        early_refresh: Any,
+        stale_ttl: Any,
+        stale_if_error: bool | None,
+        ttl_jitter: float | None,
+    ) -> _Options:
+        merged = _check_options(
+            opts.distributed_lock if distributed_lock is None else distributed_lock,
+            opts.lock_timeout if lock_timeout is None else lock_timeout,
+            opts.early_refresh if early_refresh is _UNSET else early_refresh,
+            opts.stale_ttl if stale_ttl is _UNSET else stale_ttl,
+            opts.stale_if_error if stale_if_error is None else stale_if_error,
+            opts.ttl_jitter if ttl_jitter is None else ttl_jitter,
+        )
+        if merged.distributed_lock and self._locks is None:
+            raise ValueError("distributed_lock=True needs a RedisCache underneath")
+        return merged
+
+    def _undecodable(self, key: str, exc: Exception) -> None:
+        self._decode_errors.incr()
+        log.warning("cache_core: undecodable entry %r will be reloaded: %s", key, exc)
+
+    def _hit_with_meta(
+        self,
+        key: str,
+        fn: Callable[[], T],
+        ttl: TTL | None,
+        opts: _Options,
+        entry: Entry,
+        value: Any,
+    ) -> T:
+        expires_at = entry.expires_at
+        if expires_at is not None:
+            now = self._clock()
+            if now >= expires_at:
+                if opts.stale_ttl is not None:
+                    self._stale_hits.incr()
+                    return self._revalidate(key, fn, ttl, opts, value, stale=True)
+                self._misses.incr()
+                return self._load(key, fn, ttl, opts)
+            beta = opts.early_refresh
+            if beta is not None and should_refresh_early(
+                now, expires_at, entry.delta or 0.0, beta, self._random
+            ):
+                self._hits.incr()
+                return self._revalidate(key, fn, ttl, opts, value, stale=False)
+        self._hits.incr()
+        return value  # type: ignore[no-any-return]
 
     def _read(self, key: str) -> bytes | None:
         """A cache read for get_or_set: a backend failure is a miss, never the caller's error."""
@@ -199,32 +465,136 @@ class TypedCache(Generic[T]):
             return None
         return data  # type: ignore[no-any-return]
 
-    def _load(self, key: str, fn: Callable[[], T], ttl: TTL | None) -> T:
-        def flight() -> tuple[Any, bytes | None, int]:
-            # A caller that missed just before the previous flight stored its value finds it
-            # here instead of running the loader a second time.
-            data = self._read(key)
-            if data is not None:
-                try:
-                    return self._decode(data), data, threading.get_ident()
-                except SerializationError:
-                    pass
-            try:
-                value = fn()
-            except BaseException:
-                self._load_errors.incr()
-                raise
-            self._loads_run.incr()
-            encoded = self._encode(key, value)
-            try:
-                self._cache.set(key, encoded, ttl)
-            except BackendError as exc:
-                self._backend_errors.incr()
-                log.debug("cache_core: store of %r failed; value served uncached: %s", key, exc)
-            return value, encoded, threading.get_ident()
+    def _fresh(self, data: bytes | None) -> tuple[Any, bytes] | None:
+        """Decode ``data`` if it holds a value that is not past its logical expiry."""
+        if data is None:
+            return None
+        try:
+            if data[:4] == self._prefix:
+                return self._loads(data[4:]), data
+            entry = self._entry(data)
+            if entry.expires_at is not None and self._clock() >= entry.expires_at:
+                return None
+            return self._loads(entry.payload), data
+        except SerializationError:
+            return None
 
-        (value, encoded, runner), _shared = self._flight.do(key, flight)
+    def _load(self, key: str, fn: Callable[[], T], ttl: TTL | None, opts: _Options) -> T:
+        """The blocking miss path: one loader per key, everyone gets (a copy of) its value."""
+        (value, encoded, runner), _ = self._flight.do(
+            key, lambda: self._fill(key, fn, ttl, opts, blocking=True)
+        )
         if runner != threading.get_ident() and encoded is not None:
             # Waiters get their own decoded copy: no mutable object is shared between requests.
             return self._decode(encoded)  # type: ignore[no-any-return]
         return value  # type: ignore[no-any-return]
+
+    def _revalidate(
+        self,
+        key: str,
+        fn: Callable[[], T],
+        ttl: TTL | None,
+        opts: _Options,
+        current: Any,
+        *,
+        stale: bool,
+    ) -> T:
+        """Refresh without making anyone wait: whoever cannot refresh gets ``current``."""
+        try:
+            result = self._flight.try_do(
+                key, lambda: self._fill(key, fn, ttl, opts, blocking=False)
+            )
+        except Exception as exc:
+            if not stale:
+                # An early refresh failed while the current value is still fresh: serve it.
+                log.warning("cache_core: early refresh of %r failed: %s", key, exc)
+                return current  # type: ignore[no-any-return]
+            if opts.stale_if_error:
+                self._stale_errors.incr()
+                log.warning("cache_core: refresh of %r failed, serving stale value: %s", key, exc)
+                return current  # type: ignore[no-any-return]
+            raise
+        if result is None or result[0][0] is _BUSY:
+            return current  # type: ignore[no-any-return]
+        self._refreshes.incr()
+        return result[0][0]  # type: ignore[no-any-return]
+
+    def _fill(
+        self, key: str, fn: Callable[[], T], ttl: TTL | None, opts: _Options, *, blocking: bool
+    ) -> tuple[Any, bytes | None, int]:
+        me = threading.get_ident()
+        if blocking:
+            # A caller that missed just before the previous flight stored its value finds it
+            # here instead of running the loader a second time.
+            found = self._fresh(self._read(key))
+            if found is not None:
+                return found[0], found[1], me
+        lock: LeaseLock | None = None
+        if opts.distributed_lock and self._locks is not None:
+            lock = self._locks.lock(key, opts.lock_timeout)
+            try:
+                if not lock.try_acquire():
+                    if not blocking:
+                        return _BUSY, None, me
+                    found, holding = self._follow(key, lock, opts)
+                    if found is not None:
+                        return found[0], found[1], me
+                    if not holding:
+                        lock = None
+            except BackendError as exc:
+                self._backend_errors.incr()
+                log.debug("cache_core: lease lock for %r unavailable, loading: %s", key, exc)
+                lock = None
+        try:
+            return self._run_loader(key, fn, ttl, opts, me)
+        finally:
+            if lock is not None:
+                try:
+                    lock.release()
+                except BackendError as exc:
+                    self._backend_errors.incr()
+                    log.debug("cache_core: lease release for %r failed: %s", key, exc)
+
+    def _follow(
+        self, key: str, lock: LeaseLock, opts: _Options
+    ) -> tuple[tuple[Any, bytes] | None, bool]:
+        """Wait for another process's load: (value found, or None + whether we now hold the lock).
+
+        Woken by the holder's release; bounded by the lease, after which the lock has expired
+        (the holder died or overran) and this caller takes it over, or loads without it.
+        """
+        self._lock_waits.incr()
+        deadline = time.monotonic() + opts.lock_timeout
+        while True:
+            found = self._fresh(self._read(key))
+            if found is not None:
+                return found, False
+            if lock.try_acquire():
+                return None, True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "cache_core: waited %.1fs for %r, loading it here", opts.lock_timeout, key
+                )
+                return None, False
+            lock.wait(left)
+
+    def _run_loader(
+        self, key: str, fn: Callable[[], T], ttl: TTL | None, opts: _Options, me: int
+    ) -> tuple[Any, bytes | None, int]:
+        start = time.monotonic()
+        try:
+            value = fn()
+        except BaseException:
+            self._load_errors.incr()
+            raise
+        delta = time.monotonic() - start
+        self._loads_run.incr()
+        logical, physical = self._ttls(ttl, opts)
+        encoded = self._encode(key, value, opts, logical, delta)
+        try:
+            self._cache.set(key, encoded, physical)
+        except BackendError as exc:
+            self._backend_errors.incr()
+            log.debug("cache_core: store of %r failed; value served uncached: %s", key, exc)
+        return value, encoded, me

@@ -246,3 +246,25 @@ def test_reentrant_call_for_same_key_raises_instead_of_deadlocking() -> None:
     [(kind, err)] = results
     assert kind == "err" and type(err) is RuntimeError and "re-entrant" in str(err)
     assert not group.in_flight("k")
+
+
+def test_try_do_runs_when_idle_and_returns_none_when_busy() -> None:
+    group = Singleflight()
+    assert group.try_do("k", lambda: 1) == (1, False)
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow() -> int:
+        started.set()
+        assert release.wait(5)
+        return 2
+
+    leader = threading.Thread(target=lambda: group.do("k", slow))
+    leader.start()
+    assert started.wait(5)
+    calls = []
+    assert group.try_do("k", lambda: calls.append(1)) is None  # busy: no wait, no call
+    assert calls == []
+    release.set()
+    leader.join(5)
+    assert group.try_do("k", lambda: 3) == (3, False)
