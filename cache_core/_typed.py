@@ -502,7 +502,7 @@ class TypedCache(Generic[T]):
         """Refresh without making anyone wait: whoever cannot refresh gets ``current``."""
         try:
             result = self._flight.try_do(
-                key, lambda: self._fill(key, fn, ttl, opts, blocking=False)
+                key, lambda: self._fill(key, fn, ttl, opts, blocking=False, stale=stale)
             )
         except Exception as exc:
             if not stale:
@@ -520,8 +520,22 @@ class TypedCache(Generic[T]):
         return result[0][0]  # type: ignore[no-any-return]
 
     def _fill(
-        self, key: str, fn: Callable[[], T], ttl: TTL | None, opts: _Options, *, blocking: bool
+        self,
+        key: str,
+        fn: Callable[[], T],
+        ttl: TTL | None,
+        opts: _Options,
+        *,
+        blocking: bool,
+        stale: bool = False,
     ) -> tuple[Any, bytes | None, int]:
+        """Load and store ``key`` (the body of a singleflight call).
+
+        ``blocking``: a miss; wait for another process's load if it holds the lease.
+        Otherwise a refresh: give up (``_BUSY``) when the lease is taken. ``stale``: the entry
+        we saw was past its TTL, so a fresh one found after taking the lease is someone
+        else's refresh and is returned instead of loading again.
+        """
         me = threading.get_ident()
         if blocking:
             # A caller that missed just before the previous flight stored its value finds it
@@ -533,14 +547,23 @@ class TypedCache(Generic[T]):
         if opts.distributed_lock and self._locks is not None:
             lock = self._locks.lock(key, opts.lock_timeout)
             try:
-                if not lock.try_acquire():
-                    if not blocking:
-                        return _BUSY, None, me
+                if lock.try_acquire():
+                    holding = True
+                elif not blocking:
+                    return _BUSY, None, me
+                else:
                     found, holding = self._follow(key, lock, opts)
                     if found is not None:
                         return found[0], found[1], me
-                    if not holding:
-                        lock = None
+                if holding and (blocking or stale):
+                    # Double-check under the lock: the previous holder may have stored the
+                    # value between our read and our acquire.
+                    found = self._fresh(self._read(key))
+                    if found is not None:
+                        lock.release()
+                        return found[0], found[1], me
+                if not holding:
+                    lock = None
             except BackendError as exc:
                 self._backend_errors.incr()
                 log.debug("cache_core: lease lock for %r unavailable, loading: %s", key, exc)
@@ -582,13 +605,13 @@ class TypedCache(Generic[T]):
     def _run_loader(
         self, key: str, fn: Callable[[], T], ttl: TTL | None, opts: _Options, me: int
     ) -> tuple[Any, bytes | None, int]:
-        start = time.monotonic()
+        start = self._clock()
         try:
             value = fn()
         except BaseException:
             self._load_errors.incr()
             raise
-        delta = time.monotonic() - start
+        delta = max(self._clock() - start, 0.0)  # XFetch's Δ, on the injectable clock
         self._loads_run.incr()
         logical, physical = self._ttls(ttl, opts)
         encoded = self._encode(key, value, opts, logical, delta)
