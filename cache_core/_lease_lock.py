@@ -5,10 +5,11 @@ One lock per cache key, for the read-through of a cold key across a fleet of pro
 * acquire: ``SET lock token NX PX lease`` with a random token (and clear the wake-up list of
   a previous round, in the same script);
 * release: a Lua compare-and-delete, so a holder whose lease ran out never deletes the lock of
-  the next holder; the same script pushes a baton onto the wake-up list;
-* followers block in ``BLPOP`` on that list, not in a sleep loop: they wake within a round trip
-  of the release (dogpile's polling followers wake 130-180 ms late here). Each woken follower
-  pushes the baton back for the next one. The list expires with the lease.
+  the next holder; the same script pushes one wake-up token per registered follower;
+* followers register (a counter, in the same script that checks the lock is still held) and
+  block in ``BLPOP`` on the wake-up list, not in a sleep loop: all of them wake within a round
+  trip of the release (dogpile's polling followers wake 130-180 ms late here). The list and the
+  counter expire with the lease.
 
 The lease bounds everything: a holder that crashed (SIGKILL) stops blocking the key when its
 lease runs out, and a follower gives up waiting at the same point and loads the value itself.
@@ -27,10 +28,10 @@ from ._redis import REDIS_ERRORS, wrap_redis_error
 
 __all__ = ["LeaseLock", "LeaseLockFactory", "slot_tag"]
 
-# KEYS[1] lock, KEYS[2] wake-up list; ARGV[1] token, ARGV[2] lease ms
+# KEYS[1] lock, KEYS[2] wake-up list, KEYS[3] follower count; ARGV[1] token, ARGV[2] lease ms
 _ACQUIRE: Final = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    redis.call('DEL', KEYS[2])
+    redis.call('DEL', KEYS[2], KEYS[3])
     return 1
 end
 return 0
@@ -39,11 +40,23 @@ return 0
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     redis.call('DEL', KEYS[1])
-    redis.call('RPUSH', KEYS[2], '1')
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+    local n = tonumber(redis.call('GET', KEYS[3]) or '0')
+    redis.call('DEL', KEYS[3])
+    if n > 0 then
+        for i = 1, n do redis.call('RPUSH', KEYS[2], '1') end
+        redis.call('PEXPIRE', KEYS[2], ARGV[2])
+    end
     return 1
 end
 return 0
+"""
+
+# Register as a follower and report whether the lock is still held, atomically: a release
+# after this point pushes a token for us, and a release before it is seen here.
+_FOLLOW: Final = """
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+return redis.call('EXISTS', KEYS[1])
 """
 
 _EXTEND: Final = """
@@ -55,6 +68,7 @@ return 0
 
 _LOCK_MARK: Final = "__cc_lock__:"
 _DONE_MARK: Final = "__cc_done__:"
+_WAITERS_MARK: Final = "__cc_waiters__:"
 
 
 def slot_tag(redis_key: str) -> str:
@@ -85,6 +99,7 @@ class LeaseLockFactory:
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._extend = client.register_script(_EXTEND)
+        self._follow = client.register_script(_FOLLOW)
         timeout = client.get_connection_kwargs().get("socket_timeout")
         # BLPOP must return before the socket times out, or redis-py reports an error.
         self._max_block = 1.0 if timeout is None else max(0.01, float(timeout) * 0.8)
@@ -96,6 +111,7 @@ class LeaseLockFactory:
             self,
             f"{self.key_prefix}{_LOCK_MARK}{{{tag}}}",
             f"{self.key_prefix}{_DONE_MARK}{{{tag}}}",
+            f"{self.key_prefix}{_WAITERS_MARK}{{{tag}}}",
             lease,
         )
 
@@ -103,12 +119,20 @@ class LeaseLockFactory:
 class LeaseLock:
     """The lease lock of one key; every Redis failure surfaces as ``BackendError``."""
 
-    __slots__ = ("done_key", "factory", "lease", "lock_key", "token")
+    __slots__ = ("done_key", "factory", "lease", "lock_key", "token", "waiters_key")
 
-    def __init__(self, factory: LeaseLockFactory, lock_key: str, done_key: str, lease: float):
+    def __init__(
+        self,
+        factory: LeaseLockFactory,
+        lock_key: str,
+        done_key: str,
+        waiters_key: str,
+        lease: float,
+    ) -> None:
         self.factory = factory
         self.lock_key = lock_key
         self.done_key = done_key
+        self.waiters_key = waiters_key
         self.lease = lease
         self.token = secrets.token_hex(16)
 
@@ -119,7 +143,8 @@ class LeaseLock:
     def try_acquire(self) -> bool:
         try:
             got = self.factory._acquire(
-                keys=[self.lock_key, self.done_key], args=[self.token, self._lease_ms]
+                keys=[self.lock_key, self.done_key, self.waiters_key],
+                args=[self.token, self._lease_ms],
             )
         except REDIS_ERRORS as exc:
             raise wrap_redis_error("lock acquire", exc) from exc
@@ -129,7 +154,8 @@ class LeaseLock:
         """Delete the lock if it is still ours, and wake the followers; False if it was not."""
         try:
             done = self.factory._release(
-                keys=[self.lock_key, self.done_key], args=[self.token, self._lease_ms]
+                keys=[self.lock_key, self.done_key, self.waiters_key],
+                args=[self.token, self._lease_ms],
             )
         except REDIS_ERRORS as exc:
             raise wrap_redis_error("lock release", exc) from exc
@@ -153,17 +179,21 @@ class LeaseLock:
         """Block until the holder releases (True) or ``timeout`` seconds pass (False)."""
         deadline = time.monotonic() + timeout
         client = self.factory.client
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            try:
+        try:
+            held = self.factory._follow(
+                keys=[self.lock_key, self.done_key, self.waiters_key], args=[self._lease_ms]
+            )
+            if not held:
+                return True  # released (or expired) before we registered: look again now
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                # Short BLPOPs: redis-py must not hit its socket timeout while we block.
                 got = client.blpop([self.done_key], timeout=min(left, self.factory._max_block))
                 if got is not None:
-                    # Pass the baton on, so every follower of this round wakes in turn.
-                    client.rpush(self.done_key, b"1")
                     return True
-            except REDIS_ERRORS as exc:
-                raise wrap_redis_error("lock wait", exc) from exc
-            if not self.is_locked():
-                return True  # released without a baton (holder's lease ran out): look again
+                if not client.exists(self.lock_key):
+                    return True  # the holder's lease ran out without a release: look again
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("lock wait", exc) from exc
