@@ -41,7 +41,7 @@ def _round(server: RedisServer, admin: redis.Redis, prefix: str, mode: str) -> t
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(8)
     ]
     try:
