@@ -153,24 +153,7 @@ class Memoized(Generic[P, R]):
             )
         if not callable(timer):
             raise TypeError(f"timer must be callable, not {type(timer).__name__}")
-        if isinstance(cache, TypedCache):
-            if serializer is not None:
-                raise TypeError(
-                    "serializer cannot be given with a TypedCache: it already has one "
-                    "(pass a byte cache to choose the serializer here)"
-                )
-            if typed_options:
-                raise TypeError(
-                    f"{', '.join(sorted(typed_options))} cannot be given with a TypedCache: "
-                    "configure the TypedCache itself"
-                )
-        elif cache is not None and not _looks_like_cache(cache):
-            raise TypeError(f"cache must be a byte cache or a TypedCache, not {type(cache)!r}")
-        unsupported = set(typed_options) - _typed_option_names() if typed_options else ()
-        if unsupported:
-            raise TypeError(
-                f"this version of TypedCache does not support {', '.join(sorted(unsupported))}"
-            )
+        _check_cache(cache, serializer, typed_options)
 
         self.__wrapped__ = func
         functools.update_wrapper(self, func)
@@ -493,6 +476,7 @@ def memoize(
         )
     # Validate the options now: a decorator factory that only fails once applied is a trap.
     _probe_options(ttl, namespace, key, typed)
+    _check_cache(cache, serializer, options)
 
     def decorate(func: Callable[P, R]) -> Any:
         return _decorate(
@@ -541,6 +525,34 @@ def _decorate(
         timer=timer,
         typed_options=options,
     )
+
+
+def _check_cache(cache: object, serializer: object, typed_options: dict[str, Any]) -> None:
+    if isinstance(cache, TypedCache):
+        if serializer is not None:
+            raise TypeError(
+                "serializer cannot be given with a TypedCache: it already has one "
+                "(pass a byte cache to choose the serializer here)"
+            )
+        if typed_options:
+            raise TypeError(
+                f"{', '.join(sorted(typed_options))} cannot be given with a TypedCache: "
+                "configure the TypedCache itself"
+            )
+    elif cache is not None and not _looks_like_cache(cache):
+        raise TypeError(f"cache must be a byte cache or a TypedCache, not {type(cache)!r}")
+    if serializer is not None and not (
+        callable(getattr(serializer, "dumps", None))
+        and callable(getattr(serializer, "loads", None))
+    ):
+        raise TypeError(
+            f"serializer must have dumps() and loads(), not {type(serializer).__name__}"
+        )
+    unsupported = set(typed_options) - _typed_option_names() if typed_options else ()
+    if unsupported:
+        raise TypeError(
+            f"this version of TypedCache does not support {', '.join(sorted(unsupported))}"
+        )
 
 
 def _probe_options(ttl: object, namespace: object, key: object, typed: object) -> None:
