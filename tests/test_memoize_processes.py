@@ -1,4 +1,4 @@
-"""Two processes with different PYTHONHASHSEED share memoized results through Redis."""
+"""memoize across processes: shared results through Redis, and the demo scenario."""
 
 from __future__ import annotations
 
@@ -61,3 +61,21 @@ def test_two_processes_with_different_hash_seeds_share_results(
     assert first["info"] == {"hits": 0, "misses": 1, "errors": 0}
     assert second["info"] == {"hits": 1, "misses": 0, "errors": 0}
     assert redis_client.get(f"{unique_prefix}:calls") == b"1"
+
+
+def test_demo_scenario(redis_server: RedisServer) -> None:
+    for extra in ([], ["--url", redis_server.url]):
+        env = {k: v for k, v in os.environ.items() if k != "CACHE_CORE_URL"}
+        out = subprocess.run(
+            [sys.executable, "-m", "cache_core", "demo", "--only", "memoize", *extra],
+            capture_output=True,
+            text=True,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "loader calls: 1   wall:" in out.stdout
+        assert "CacheInfo(hits=63, misses=1, errors=0)" in out.stdout
+        assert "after invalidate(7):  loader calls: 2" in out.stdout
+        assert "after cache_clear():  loader calls: 3" in out.stdout
