@@ -19,7 +19,9 @@ and ages out by its TTL. A wrapper re-reads the token at most every ``generation
 seconds (default 1 s): the hit path pays a clock read, not a cache round trip, and another
 process sees a ``cache_clear()`` within that interval (plus ``l1_ttl`` over a MultiLevelCache,
 whose L1 serves the old token like any other value). A failed token read keeps the last known
-token (fail-open).
+token (fail-open). The token is written with the cache's default TTL: if it expires or is
+evicted, the generation reads as "0" again, and entries written before the first clear could
+be served again if they are still alive; give entries a ``ttl`` to bound that.
 """
 
 from __future__ import annotations
@@ -161,7 +163,14 @@ class Memoized(Generic[P, R]):
         self._ttl = ttl
         self._namespace = namespace
         self._key_fn = key
-        self._keys = KeyBuilder(func, typed=typed) if key is None else None
+        self._keys: KeyBuilder | None = None
+        if key is None:
+            try:
+                self._keys = KeyBuilder(func, typed=typed)
+            except (ValueError, TypeError) as exc:  # some builtins have no signature
+                raise TypeError(
+                    f"memoize cannot read the signature of {_name(func)} ({exc}); pass key=..."
+                ) from exc
         self._typed_keys = typed
         self._serializer = serializer
         self._typed_options = typed_options

@@ -679,3 +679,11 @@ def test_counts_are_independent_per_function() -> None:
     f(1), f(1), g(1)
     assert f.cache_info() == (1, 1, 0)
     assert g.cache_info() == (0, 1, 0)
+
+
+def test_callable_without_a_signature_needs_key() -> None:
+    with pytest.raises(TypeError, match=r"signature of max.*key="):
+        memoize(MemoryCache())(max)
+    best = memoize(MemoryCache(), key=lambda *args: args)(max)
+    assert best(1, 3, 2) == 3 and best(1, 3, 2) == 3
+    assert best.cache_info() == (1, 1, 0)
