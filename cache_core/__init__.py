@@ -7,6 +7,7 @@ stampedes, avalanches and penetration, and a bloom filter with a C core.
 from __future__ import annotations
 
 from ._default import default_cache
+from ._memoize import CacheInfo, Memoized, memoize
 from ._memory import MemoryCache
 from ._multilevel import MultiLevelCache, MultiLevelStats
 from ._protocols import BatchCache, Cache
@@ -23,10 +24,12 @@ __all__ = [
     "BatchCache",
     "Cache",
     "CacheError",
+    "CacheInfo",
     "CacheMiss",
     "CircuitOpenError",
     "CompressedSerializer",
     "JSONSerializer",
+    "Memoized",
     "MemoryCache",
     "MultiLevelCache",
     "MultiLevelStats",
@@ -40,4 +43,5 @@ __all__ = [
     "TypedCacheStats",
     "__version__",
     "default_cache",
+    "memoize",
 ]

@@ -198,10 +198,36 @@ def avalanche(ctx: DemoContext) -> None:
         )
 
 
+def memoize_scenario(ctx: DemoContext) -> None:
+    """@memoize: 64 concurrent calls for one cold key, then hits, invalidate and cache_clear."""
+    from ._memoize import memoize  # here, so the other scenarios do not depend on it
+
+    print("\n== memoize: 64 concurrent calls of get_user(7) (loader takes 50 ms)")
+    db = CountingLoader(delay=0.05)
+
+    @memoize(ctx.byte_cache("memoize"), ttl=60, namespace="demo:get_user")
+    def get_user(user_id: int, *, fields: tuple[str, ...] = ("id", "name")) -> dict[str, Any]:
+        user: dict[str, Any] = db({"id": user_id, "name": "Ada", "fields": list(fields)})
+        return user
+
+    wall = _burst(64, lambda: get_user(7))
+    print(f"   loader calls: {db.calls}   wall: {wall * 1000:.1f} ms   {get_user.cache_info()}")
+    get_user(user_id=7, fields=("id", "name"))  # the same bound arguments: the same entry
+    print(f"   get_user(user_id=7, fields=('id', 'name')): loader calls: {db.calls}")
+    print(f"   key: {get_user.cache_key(7)}")
+    get_user.invalidate(7)
+    get_user(7)
+    print(f"   after invalidate(7):  loader calls: {db.calls}")
+    get_user.cache_clear()
+    get_user(7)
+    print(f"   after cache_clear():  loader calls: {db.calls}   {get_user.cache_info()}")
+
+
 SCENARIOS: dict[str, Scenario] = {
     "stampede": stampede,
     "multilevel": multilevel,
     "avalanche": avalanche,
+    "memoize": memoize_scenario,
 }
 
 
