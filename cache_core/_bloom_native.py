@@ -1,0 +1,168 @@
+"""Bloom backend on the C core (cache_core._native, cffi out-of-line API mode).
+
+Hot-path decisions, each measured (see BENCHMARKS.md):
+- One ``cc_bloom`` state struct per filter, allocated once: a single-key call passes three
+  arguments (state, bytes, length) and does no Python work besides encoding a str.
+- Batches cross into C once: keys NUL-joined into one bytes object when no key contains NUL
+  (``joined.count(b"\\0") == n - 1``), else a buffer plus an array of end offsets.
+- cffi releases the GIL around each call; the C side sets bits with relaxed atomic ORs, so
+  concurrent adds from threads never lose bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import accumulate
+from typing import Any
+
+from ._backend import ffi, lib
+from ._bloom import BloomFilter
+from ._hashing import Key, key_bytes
+
+__all__ = ["NativeBloomFilter"]
+
+# Module globals: a global load is cheaper than two attribute loads on every call.
+_add = lib.cc_bloom_add
+_contains = lib.cc_bloom_contains
+_add_joined = lib.cc_bloom_add_joined
+_contains_joined = lib.cc_bloom_contains_joined
+_add_offsets = lib.cc_bloom_add_offsets
+_contains_offsets = lib.cc_bloom_contains_offsets
+_new = ffi.new
+_unpack = ffi.unpack
+_cast = ffi.cast
+
+
+def _check_iterable(keys: object) -> None:
+    if isinstance(keys, str | bytes | bytearray | memoryview):
+        raise TypeError(f"keys must be an iterable of keys, not a single {type(keys).__name__}")
+
+
+def _pack(keys: list[Any]) -> tuple[bytes, Any]:
+    """Pack keys for one C call: (NUL-joined bytes, None) or (concatenated bytes, ends array)."""
+    n = len(keys)
+    try:
+        # All str (the common case): one join and one encode for the whole batch.
+        joined = "\0".join(keys).encode()
+    except (TypeError, UnicodeEncodeError):
+        # Mixed types or a lone surrogate: per key, with key_bytes' errors and messages.
+        parts = [key_bytes(k) for k in keys]
+        joined = b"\0".join(parts)
+        if joined.count(b"\0") == n - 1:
+            return joined, None
+        return b"".join(parts), _new("uint64_t[]", list(accumulate(map(len, parts))))
+    if joined.count(b"\0") == n - 1:
+        return joined, None
+    # Some key contains NUL: fall back to explicit offsets.
+    parts = [k.encode() for k in keys]
+    return b"".join(parts), _new("uint64_t[]", list(accumulate(map(len, parts))))
+
+
+class NativeBloomFilter(BloomFilter):
+    """BloomFilter on the C core."""
+
+    __slots__ = ("_bits", "_nbytes", "_state")
+    backend = "native"
+
+    _bits: Any  # cdata uint8_t[nbytes], owned here; _state.bits points into it
+    _nbytes: int
+    _state: Any  # cdata cc_bloom *
+
+    def _alloc(self, payload: bytes | None) -> None:
+        nbytes = (self._num_bits + 7) // 8
+        bits = _new("uint8_t[]", nbytes)  # zeroed
+        if payload is not None:
+            if len(payload) != nbytes:
+                raise ValueError(f"payload has {len(payload)} bytes, expected {nbytes}")
+            ffi.memmove(bits, payload, nbytes)
+        state = _new("cc_bloom *")
+        state.bits = bits
+        state.nbytes = nbytes
+        state.nbits = self._num_bits
+        state.k = self._num_hashes
+        state.seed = self._seed
+        # Check once here, so the per-key paths can trust the state (C re-checks anyway).
+        if lib.cc_bloom_check(state) != 0:
+            raise ValueError(
+                f"invalid bloom parameters num_bits={self._num_bits} "
+                f"num_hashes={self._num_hashes}"
+            )
+        self._bits, self._nbytes, self._state = bits, nbytes, state
+
+    def _payload(self) -> bytes:
+        return ffi.buffer(self._bits, self._nbytes)[:]  # type: ignore[no-any-return]
+
+    def _popcount(self) -> int:
+        return int(lib.cc_popcount(self._bits, self._nbytes))
+
+    def _merge(self, other: BloomFilter, op: str) -> None:
+        if isinstance(other, NativeBloomFilter):
+            src = other._bits
+        else:
+            src = ffi.from_buffer("uint8_t[]", other._payload())
+        fn = lib.cc_bits_or if op == "or" else lib.cc_bits_and
+        if fn(self._bits, src, self._nbytes) != 0:
+            raise RuntimeError("cache_core C core rejected a set operation")
+
+    def copy(self) -> BloomFilter:
+        obj = object.__new__(NativeBloomFilter)
+        obj._set_params(*self._params())
+        obj._alloc(None)
+        ffi.memmove(obj._bits, self._bits, self._nbytes)
+        return obj
+
+    def add(self, key: Key) -> None:
+        if type(key) is str:
+            try:
+                data = key.encode()
+            except UnicodeEncodeError:
+                data = key_bytes(key)  # raises ValueError naming the key
+        elif type(key) is bytes:
+            data = key
+        else:
+            data = key_bytes(key)
+        if _add(self._state, data, len(data)):
+            raise RuntimeError("cache_core C core rejected add()")
+
+    def __contains__(self, key: object) -> bool:
+        if type(key) is str:
+            try:
+                data = key.encode()
+            except UnicodeEncodeError:
+                data = key_bytes(key)
+        elif type(key) is bytes:
+            data = key
+        else:
+            data = key_bytes(key)
+        return _contains(self._state, data, len(data)) == 1  # type: ignore[no-any-return]
+
+    def update(self, keys: Iterable[Key]) -> None:
+        _check_iterable(keys)
+        seq = keys if type(keys) is list else list(keys)
+        if not seq:
+            return
+        buf, ends = _pack(seq)
+        if ends is None:
+            rc = _add_joined(self._state, buf, len(buf), len(seq))
+        else:
+            rc = _add_offsets(self._state, buf, len(buf), ends, len(seq))
+        if rc != len(seq):
+            raise RuntimeError(f"cache_core C core rejected update() (code {rc})")
+
+    def contains_many(self, keys: Iterable[Key]) -> list[bool]:
+        _check_iterable(keys)
+        seq = keys if type(keys) is list else list(keys)
+        n = len(seq)
+        if not n:
+            return []
+        buf, ends = _pack(seq)
+        out = _new("uint8_t[]", n)
+        if ends is None:
+            rc = _contains_joined(self._state, buf, len(buf), n, out, n)
+        else:
+            rc = _contains_offsets(self._state, buf, len(buf), ends, n, out, n)
+        if rc != n:
+            raise RuntimeError(f"cache_core C core rejected contains_many() (code {rc})")
+        # C wrote only 0/1 bytes, so reading them as _Bool is valid; unpack builds the bools in C.
+        return _unpack(_cast("_Bool *", out), n)  # type: ignore[no-any-return]
+
