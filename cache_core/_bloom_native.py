@@ -81,8 +81,8 @@ class NativeBloomFilter(BloomFilter):
         state.nbits = self._num_bits
         state.k = self._num_hashes
         state.seed = self._seed
-        # Check once here, so the per-key paths can trust the state (C re-checks anyway).
-        if lib.cc_bloom_check(state) != 0:
+        # Derives the Barrett reciprocal and validates; every C entry point re-checks the state.
+        if lib.cc_bloom_init(state) != 0:
             raise ValueError(
                 f"invalid bloom parameters num_bits={self._num_bits} "
                 f"num_hashes={self._num_hashes}"

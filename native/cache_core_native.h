@@ -31,12 +31,16 @@ typedef struct {
     uint64_t nbits;    /* m, 1 <= m <= CC_MAX_BITS */
     uint32_t k;        /* number of hashes, 1 <= k <= CC_MAX_HASHES */
     uint32_t seed;
+    /* Derived by cc_bloom_init: floor((2^64 - 1) / nbits), the Barrett reciprocal that turns
+     * "mod m" into two multiplications. Every call re-checks it with the rest of the state. */
+    uint64_t recip;
 } cc_bloom;
 
 cc_u128 cc_hash128(const char *key, size_t len, uint32_t seed);
 
-/* Checks a state before first use; the per-key functions check it again cheaply. */
-int cc_bloom_check(const cc_bloom *b);
+/* Validates a filled-in state and derives recip; call once before first use. The per-key
+ * functions re-check the state cheaply (a bad state is refused, never dereferenced). */
+int cc_bloom_init(cc_bloom *b);
 
 /* Single key: 0 on success (add) / 0 or 1 (contains), CC_EINVAL on a bad state or key. */
 int cc_bloom_add(cc_bloom *b, const char *key, size_t len);

@@ -26,13 +26,15 @@ def _state(ffi: Any, nbits: int = 100, k: int = 3, nbytes: int | None = None) ->
     bits = ffi.new("uint8_t[]", min(max(nb, 1), 1 << 16))
     st = ffi.new("cc_bloom *")
     st.bits, st.nbytes, st.nbits, st.k, st.seed = bits, nb, nbits, k, 0
+    lib = _backend.lib
+    lib.cc_bloom_init(st)
     return st, bits
 
 
 def test_bad_states_are_rejected(core: tuple[Any, Any]) -> None:
     ffi, lib = core
     good, _ = _state(ffi)
-    assert lib.cc_bloom_check(good) == 0
+    assert lib.cc_bloom_init(good) == 0
     bad = [
         _state(ffi, nbits=0),
         _state(ffi, nbits=100, nbytes=12),  # nbytes must be exactly ceil(nbits / 8)
@@ -45,12 +47,18 @@ def test_bad_states_are_rejected(core: tuple[Any, Any]) -> None:
     null_bits.bits = ffi.NULL
     bad.append((null_bits, None))
     out = ffi.new("uint8_t[]", 4)
+    wrong_recip, _ = _state(ffi)
+    wrong_recip.recip += 1  # a state that init did not derive
+    bad.append((wrong_recip, None))
     for st, _bits in [*bad, (ffi.NULL, None)]:
-        assert lib.cc_bloom_check(st) == CC_EINVAL
         assert lib.cc_bloom_add(st, b"k", 1) == CC_EINVAL
         assert lib.cc_bloom_contains(st, b"k", 1) == CC_EINVAL
         assert lib.cc_bloom_add_joined(st, b"a\0b", 3, 2) == CC_EINVAL
         assert lib.cc_bloom_contains_joined(st, b"a\0b", 3, 2, out, 4) == CC_EINVAL
+        if st is not wrong_recip:  # init re-derives recip, which repairs that one
+            assert lib.cc_bloom_init(st) == CC_EINVAL
+    assert lib.cc_bloom_init(wrong_recip) == 0
+    assert lib.cc_bloom_add(wrong_recip, b"k", 1) == 0
 
 
 def test_null_key_with_length(core: tuple[Any, Any]) -> None:
