@@ -20,9 +20,10 @@ lib: Any = None
 _import_error: ImportError | None = None
 
 try:
-    from . import _native
+    from ._native import ffi as _ffi
+    from ._native import lib as _lib
 
-    ffi, lib = _native.ffi, _native.lib
+    ffi, lib = _ffi, _lib
 except ImportError as exc:  # not built (no compiler, non-editable checkout run from the tree)
     _import_error = exc
 

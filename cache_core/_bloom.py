@@ -244,7 +244,9 @@ class BloomFilter:
         return b"".join((header, _CRC.pack(crc), payload))
 
     @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview, *, backend: str | None = None) -> BloomFilter:
+    def from_bytes(
+        cls, data: bytes | bytearray | memoryview, *, backend: str | None = None
+    ) -> BloomFilter:
         """Load a filter written by to_bytes() of either backend.
 
         Everything is checked before anything is allocated (sizes against the data actually
@@ -309,18 +311,18 @@ class BloomFilter:
 
     def __or__(self, other: object) -> BloomFilter:
         """Union: a new filter holding the keys of both (same num_bits, num_hashes and seed)."""
-        return self._combined(other, "or")  # type: ignore[no-any-return]
+        return self._combined(other, "or")
 
     def __and__(self, other: object) -> BloomFilter:
         """Intersection of the bit arrays: a superset of the keys in both, never a false negative
         for a key added to both; its false positive rate is at most that of either operand."""
-        return self._combined(other, "and")  # type: ignore[no-any-return]
+        return self._combined(other, "and")
 
     def __ior__(self, other: object) -> BloomFilter:
-        return self._combine_inplace(other, "or")  # type: ignore[no-any-return]
+        return self._combine_inplace(other, "or")
 
     def __iand__(self, other: object) -> BloomFilter:
-        return self._combine_inplace(other, "and")  # type: ignore[no-any-return]
+        return self._combine_inplace(other, "and")
 
     def _params(self) -> tuple[int, float, int, int, int]:
         return (self._capacity, self._error_rate, self._seed, self._num_bits, self._num_hashes)

@@ -87,8 +87,7 @@ class NativeBloomFilter(BloomFilter):
         # Derives the Barrett reciprocal and validates; every C entry point re-checks the state.
         if lib.cc_bloom_init(state) != 0:
             raise ValueError(
-                f"invalid bloom parameters num_bits={self._num_bits} "
-                f"num_hashes={self._num_hashes}"
+                f"invalid bloom parameters num_bits={self._num_bits} num_hashes={self._num_hashes}"
             )
         self._bits, self._nbytes, self._state = bits, nbytes, state
 

@@ -40,7 +40,7 @@ def key_bytes(key: object, name: str = "key") -> bytes:
 
 
 def check_seed(seed: object) -> int:
-    """Validate a murmur seed: an int in [0, 2**32) (bool is rejected, it is almost always a bug)."""
+    """Validate a murmur seed: an int in [0, 2**32); bool is rejected (almost always a bug)."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}: {seed!r:.80}")
     if not 0 <= seed < 2**32:
@@ -59,11 +59,11 @@ def _hash128_python(data: bytes, seed: int) -> int:
     return int(mmh3.hash128(data, seed, x64arch=True, signed=False))
 
 
-_c_hash128 = lib.cc_hash128 if lib is not None else None
+_c_hash128: Any = lib.cc_hash128 if lib is not None else None
 _hash128_impl = _hash128_native if NATIVE else _hash128_python
 
 
-def hash128(data: bytes | str, seed: int = 0) -> int:
+def hash128(data: Key, seed: int = 0) -> int:
     """MurmurHash3 x64_128 of ``data`` as an unsigned 128-bit int (str is hashed as UTF-8).
 
     Equal to ``mmh3.hash128(data, seed, x64arch=True, signed=False)``; the low 64 bits are the

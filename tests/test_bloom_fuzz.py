@@ -26,7 +26,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def _sample(backend: str) -> bytes:
-    bf = BloomFilter(500, 0.01, seed=3, backend=backend)  # type: ignore[arg-type]
+    bf = BloomFilter(500, 0.01, seed=3, backend=backend)
     bf.update(f"k{i}" for i in range(300))
     return bf.to_bytes()
 
@@ -77,7 +77,7 @@ def test_backends_are_byte_identical(
 
 
 def test_roundtrip_and_format(backend: str) -> None:
-    bf = BloomFilter(1000, 0.02, seed=9, backend=backend)  # type: ignore[arg-type]
+    bf = BloomFilter(1000, 0.02, seed=9, backend=backend)
     bf.update(["a", "b"])
     blob = bf.to_bytes()
     fields = HEADER.unpack_from(blob)
@@ -90,12 +90,12 @@ def test_roundtrip_and_format(backend: str) -> None:
 
 
 def test_saturated_filter_keeps_padding_zero(backend: str) -> None:
-    bf = BloomFilter(3, 0.2, backend=backend)  # type: ignore[arg-type]  # 11 bits
+    bf = BloomFilter(3, 0.2, backend=backend)  # 11 bits
     bf.update(str(i) for i in range(1000))
     assert bf.num_bits % 8
     blob = bf.to_bytes()
     assert blob[-1] == (1 << (bf.num_bits % 8)) - 1
-    assert BloomFilter.from_bytes(blob, backend=backend) == bf  # type: ignore[arg-type]
+    assert BloomFilter.from_bytes(blob, backend=backend) == bf
 
 
 # ---------------------------------------------------------------------- rejection
@@ -111,9 +111,9 @@ def test_truncated(backend: str) -> None:
     blob = _sample(backend)
     for n in [*range(0, 60), len(blob) // 2, len(blob) - 1]:
         with pytest.raises(ValueError, match="not a valid cache_core BloomFilter"):
-            BloomFilter.from_bytes(blob[:n], backend=backend)  # type: ignore[arg-type]
+            BloomFilter.from_bytes(blob[:n], backend=backend)
     with pytest.raises(ValueError, match="payload bytes"):
-        BloomFilter.from_bytes(blob + b"\0", backend=backend)  # type: ignore[arg-type]
+        BloomFilter.from_bytes(blob + b"\0", backend=backend)
 
 
 def test_every_single_byte_mutation_is_rejected(backend: str) -> None:
@@ -122,7 +122,7 @@ def test_every_single_byte_mutation_is_rejected(backend: str) -> None:
         mutated = bytearray(blob)
         mutated[i] ^= 1 << (i % 8)
         with pytest.raises(ValueError, match="not a valid cache_core BloomFilter"):
-            BloomFilter.from_bytes(bytes(mutated), backend=backend)  # type: ignore[arg-type]
+            BloomFilter.from_bytes(bytes(mutated), backend=backend)
 
 
 def test_foreign_and_random_blobs(backend: str) -> None:
@@ -131,7 +131,7 @@ def test_foreign_and_random_blobs(backend: str) -> None:
     foreign += [rng.randbytes(rng.randrange(200)) for _ in range(300)]
     for blob in foreign:
         with pytest.raises(ValueError, match="not a valid cache_core BloomFilter"):
-            BloomFilter.from_bytes(blob, backend=backend)  # type: ignore[arg-type]
+            BloomFilter.from_bytes(blob, backend=backend)
 
 
 def _fields(blob: bytes) -> list[object]:
@@ -166,7 +166,7 @@ def test_header_checks_behind_a_valid_checksum(
     fields[index] = value
     forged = _resign(tuple(fields), blob[HEADER.size + 4 :])
     with pytest.raises(ValueError, match=message):
-        BloomFilter.from_bytes(forged, backend=backend)  # type: ignore[arg-type]
+        BloomFilter.from_bytes(forged, backend=backend)
 
 
 def test_huge_declared_sizes_do_not_allocate(backend: str) -> None:
@@ -177,11 +177,11 @@ def test_huge_declared_sizes_do_not_allocate(backend: str) -> None:
     m, k = _bloom.optimal_params(capacity, rate)
     fields[3:9] = [capacity, rate, 0, k, m, (m + 7) // 8]
     with pytest.raises(ValueError, match="payload bytes"):
-        BloomFilter.from_bytes(_resign(tuple(fields), b""), backend=backend)  # type: ignore[arg-type]
+        BloomFilter.from_bytes(_resign(tuple(fields), b""), backend=backend)
     # Payload length consistent with the data present but not with num_bits.
     fields[8] = 10
     with pytest.raises(ValueError, match=r"outside|does not hold"):
-        BloomFilter.from_bytes(_resign(tuple(fields), bytes(10)), backend=backend)  # type: ignore[arg-type]
+        BloomFilter.from_bytes(_resign(tuple(fields), bytes(10)), backend=backend)
 
 
 def test_padding_bits_must_be_zero(backend: str) -> None:
@@ -191,7 +191,7 @@ def test_padding_bits_must_be_zero(backend: str) -> None:
     assert int(fields[7]) % 8  # type: ignore[call-overload]
     payload[-1] |= 0x80
     with pytest.raises(ValueError, match="beyond num_bits"):
-        BloomFilter.from_bytes(_resign(tuple(fields), bytes(payload)), backend=backend)  # type: ignore[arg-type]
+        BloomFilter.from_bytes(_resign(tuple(fields), bytes(payload)), backend=backend)
 
 
 # ---------------------------------------------------------------------- fuzz in a subprocess

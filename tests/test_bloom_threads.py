@@ -50,7 +50,7 @@ def test_concurrent_adds_lose_nothing(backend: str, mode: str) -> None:
     # Checked: with the C core's atomic OR replaced by a plain read-modify-write, this test failed
     # in 3 runs out of 3 on a 2-vCPU machine (lost bits show up in the exact comparison below).
     n = PER_THREAD[backend]
-    bf = BloomFilter(THREADS * n, 0.01, backend=backend)  # type: ignore[arg-type]
+    bf = BloomFilter(THREADS * n, 0.01, backend=backend)
     keys = [_keys(t, n) for t in range(THREADS)]
 
     def work(t: int) -> None:
@@ -67,14 +67,14 @@ def test_concurrent_adds_lose_nothing(backend: str, mode: str) -> None:
     missing = sum(not hit for t in range(THREADS) for hit in bf.contains_many(keys[t]))
     assert missing == 0, f"{missing} false negatives after concurrent adds"
     assert abs(bf.approx_count - THREADS * n) < 0.03 * THREADS * n
-    serial = BloomFilter(THREADS * n, 0.01, backend=backend)  # type: ignore[arg-type]
+    serial = BloomFilter(THREADS * n, 0.01, backend=backend)
     for t in range(THREADS):
         serial.update(keys[t])
     assert bf == serial  # not one bit lost or extra
 
 
 def test_concurrent_readers_and_writers(backend: str) -> None:
-    bf = BloomFilter(100_000, 0.01, backend=backend)  # type: ignore[arg-type]
+    bf = BloomFilter(100_000, 0.01, backend=backend)
     seeded = [f"seed:{i}" for i in range(20_000)]
     bf.update(seeded)
 
