@@ -145,8 +145,8 @@ CC_INLINE uint64_t mod_m(uint64_t a, const cc_bloom *b) {
     /* Branch-free on purpose: the subtraction is needed for ~half of all indexes, so a branch
      * would mispredict constantly (measured: 2x slower batches). */
     r -= m & (0 - (uint64_t)(r >= m));
-    /* Unreachable while recip is right (state_ok checks it); a mask, not a division, so an
-     * index can never leave the array whatever the state holds. */
+    /* Unreachable while recip is right (init derives it, batches verify it); a mask, not a
+     * division, so an index can never leave the array whatever the state holds. */
     return r & (0 - (uint64_t)(r < m));
 }
 #else
@@ -155,11 +155,17 @@ CC_INLINE uint64_t mod_m(uint64_t a, const cc_bloom *b) { return a % b->nbits; }
 
 /* ---------------------------------------------------------------- bloom filter */
 
+/* What memory safety needs: nbytes == ceil(nbits / 8) puts every idx < nbits inside
+ * bits[0, nbytes), and mod_m keeps every idx < nbits whatever recip holds. The single-key paths
+ * check only this (a division to verify recip costs more than their C work). */
 CC_INLINE int state_ok(const cc_bloom *b) {
-    /* nbytes == ceil(nbits / 8) guarantees every idx < nbits lands inside bits[0, nbytes). */
     return b != NULL && b->bits != NULL && b->nbits >= 1 && b->nbits <= CC_MAX_BITS &&
-           b->nbytes == (b->nbits + 7) / 8 && b->k >= 1 && b->k <= CC_MAX_HASHES &&
-           b->recip == UINT64_MAX / b->nbits;
+           b->nbytes == (b->nbits + 7) / 8 && b->k >= 1 && b->k <= CC_MAX_HASHES;
+}
+
+/* The batch paths and init also verify recip, so a batch never computes wrong indexes. */
+static int state_exact(const cc_bloom *b) {
+    return state_ok(b) && b->recip == UINT64_MAX / b->nbits;
 }
 
 int cc_bloom_init(cc_bloom *b) {
@@ -167,7 +173,7 @@ int cc_bloom_init(cc_bloom *b) {
         return CC_EINVAL;
     }
     b->recip = UINT64_MAX / b->nbits;
-    return state_ok(b) ? CC_OK : CC_EINVAL;
+    return state_exact(b) ? CC_OK : CC_EINVAL;
 }
 
 /* Sets bit idx. The relaxed load first skips the locked instruction when the bit is already set
@@ -321,7 +327,7 @@ static size_t count_joined(const char *buf, size_t len) {
 }
 
 int64_t cc_bloom_add_joined(cc_bloom *b, const char *buf, size_t len, size_t nkeys) {
-    if (!state_ok(b) || (buf == NULL && len != 0) || len > (size_t)INT64_MAX ||
+    if (!state_exact(b) || (buf == NULL && len != 0) || len > (size_t)INT64_MAX ||
         nkeys > (size_t)INT64_MAX) {
         return CC_EINVAL;
     }
@@ -349,7 +355,7 @@ int64_t cc_bloom_add_joined(cc_bloom *b, const char *buf, size_t len, size_t nke
 
 int64_t cc_bloom_contains_joined(const cc_bloom *b, const char *buf, size_t len, size_t nkeys,
                                  uint8_t *out, size_t outlen) {
-    if (!state_ok(b) || (buf == NULL && len != 0) || len > (size_t)INT64_MAX || out == NULL ||
+    if (!state_exact(b) || (buf == NULL && len != 0) || len > (size_t)INT64_MAX || out == NULL ||
         outlen < nkeys || nkeys > (size_t)INT64_MAX) {
         return CC_EINVAL;
     }
@@ -390,7 +396,7 @@ static int ends_ok(size_t len, const uint64_t *ends, size_t nkeys) {
 
 int64_t cc_bloom_add_offsets(cc_bloom *b, const char *buf, size_t len, const uint64_t *ends,
                              size_t nkeys) {
-    if (!state_ok(b) || (buf == NULL && len != 0) || (ends == NULL && nkeys != 0) ||
+    if (!state_exact(b) || (buf == NULL && len != 0) || (ends == NULL && nkeys != 0) ||
         nkeys > (size_t)INT64_MAX) {
         return CC_EINVAL;
     }
@@ -415,7 +421,7 @@ int64_t cc_bloom_add_offsets(cc_bloom *b, const char *buf, size_t len, const uin
 int64_t cc_bloom_contains_offsets(const cc_bloom *b, const char *buf, size_t len,
                                   const uint64_t *ends, size_t nkeys, uint8_t *out,
                                   size_t outlen) {
-    if (!state_ok(b) || (buf == NULL && len != 0) || (ends == NULL && nkeys != 0) ||
+    if (!state_exact(b) || (buf == NULL && len != 0) || (ends == NULL && nkeys != 0) ||
         out == NULL || outlen < nkeys || nkeys > (size_t)INT64_MAX) {
         return CC_EINVAL;
     }

@@ -32,7 +32,8 @@ typedef struct {
     uint32_t k;        /* number of hashes, 1 <= k <= CC_MAX_HASHES */
     uint32_t seed;
     /* Derived by cc_bloom_init: floor((2^64 - 1) / nbits), the Barrett reciprocal that turns
-     * "mod m" into two multiplications. Every call re-checks it with the rest of the state. */
+     * "mod m" into two multiplications. Batch calls verify it; single-key calls skip that
+     * division and rely on mod_m's final mask to stay in bounds whatever it holds. */
     uint64_t recip;
 } cc_bloom;
 
