@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 from _bloom_helpers import BACKENDS, other_backend
 
+import cache_core
 from cache_core import NATIVE, BloomFilter
 
 
@@ -349,3 +354,27 @@ def test_pure_python_switch() -> None:
     )
     proc = _run(code, CACHE_CORE_PURE_PYTHON="1", CACHE_CORE_REQUIRE_NATIVE="0")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_missing_c_core_falls_back_or_fails_when_required(tmp_path: Path) -> None:
+    """A checkout without the compiled module runs on pure Python; REQUIRE_NATIVE makes it fail."""
+    pkg = Path(cache_core.__file__).parent
+    shutil.copytree(pkg, tmp_path / "cache_core", ignore=shutil.ignore_patterns("_native*"))
+    code = "import cache_core as c; print(c.NATIVE, c.BloomFilter(10).backend)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CACHE_CORE_")}
+    # -S skips site and its .pth files (the editable install's import hook would find the real
+    # package); the dependencies come back through PYTHONPATH, after the stripped copy.
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), sysconfig.get_paths()["purelib"]])
+    run = functools.partial(
+        subprocess.run,
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    proc = run(env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "python"]
+    proc = run(env={**env, "CACHE_CORE_REQUIRE_NATIVE": "1"})
+    assert proc.returncode != 0
+    assert "CACHE_CORE_REQUIRE_NATIVE=1" in proc.stderr
