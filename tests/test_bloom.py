@@ -368,6 +368,7 @@ def test_missing_c_core_falls_back_or_fails_when_required(tmp_path: Path) -> Non
     run = functools.partial(
         subprocess.run,
         [sys.executable, "-S", "-c", code],
+        cwd=tmp_path,  # not the repository root, whose cache_core/ holds the built module
         capture_output=True,
         text=True,
         timeout=60,
