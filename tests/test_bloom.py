@@ -161,6 +161,21 @@ def test_empty_and_generator_batches(backend: str) -> None:
     assert all(type(x) is bool for x in bf.contains_many(["g1", "zz"]))
 
 
+def test_big_batches_are_sliced_consistently(backend: str) -> None:
+    """Batches beyond one C call's slice (8192 keys) — with a NUL key in a later slice."""
+    keys: list[str | bytes] = [f"big:{i}" for i in range(20_000)]
+    keys[15_000] = "has\0nul"
+    keys[19_999] = b"bytes key"
+    batch, single = make(backend, 20_000), make(backend, 20_000)
+    batch.update(keys)
+    for key in keys[::50] + keys[14_990:15_010] + keys[-5:]:
+        single.add(key)
+    assert batch.contains_many(keys) == [True] * len(keys)
+    assert (batch | single) == batch
+    probes = [f"nope:{i}" for i in range(20_000)]
+    assert batch.contains_many(probes) == [p in batch for p in probes]
+
+
 def test_a_key_with_nul_is_not_two_keys(backend: str) -> None:
     bf = make(backend, 10_000, 0.0001)
     bf.update(["a\0b"])
