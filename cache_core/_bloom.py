@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Final
 from ._backend import NATIVE, NATIVE_AVAILABLE, PURE_PYTHON_FORCED, native_unavailable_reason
 from ._hashing import Key, check_seed
 
-__all__ = ["BloomFilter", "optimal_params"]
+__all__ = ["BloomFilter", "check_keys_iterable", "optimal_params"]
 
 MAX_BITS: Final = 2**40
 """Upper bound on num_bits (128 GiB of bits): guards allocation and from_bytes headers."""
@@ -87,6 +87,13 @@ def _impl_class(backend: object) -> type[BloomFilter]:
     from ._bloom_python import PythonBloomFilter
 
     return PythonBloomFilter
+
+
+def check_keys_iterable(keys: object) -> None:
+    """Reject a lone str/bytes passed where an iterable of keys is expected (update("abc") would
+    otherwise add "a", "b" and "c")."""
+    if isinstance(keys, str | bytes | bytearray | memoryview):
+        raise TypeError(f"keys must be an iterable of keys, not a single {type(keys).__name__}")
 
 
 def _bad(reason: str) -> ValueError:

@@ -3,8 +3,9 @@
 Hot-path decisions, each measured (see BENCHMARKS.md):
 - One ``cc_bloom`` state struct per filter, allocated once: a single-key call passes three
   arguments (state, bytes, length) and does no Python work besides encoding a str.
-- Batches cross into C once: keys NUL-joined into one bytes object when no key contains NUL
-  (``joined.count(b"\\0") == n - 1``), else a buffer plus an array of end offsets.
+- Batches cross into C once per 8192 keys: NUL-joined into one bytes object (C counts the NULs
+  and refuses a batch that does not split into exactly n keys, before writing anything), else,
+  when some key contains NUL, a buffer plus an array of end offsets.
 - cffi releases the GIL around each call; the C side sets bits with relaxed atomic ORs, so
   concurrent adds from threads never lose bits.
 """
@@ -16,7 +17,7 @@ from itertools import accumulate
 from typing import Any
 
 from ._backend import ffi, lib
-from ._bloom import BloomFilter
+from ._bloom import BloomFilter, check_keys_iterable
 from ._hashing import Key, key_bytes
 
 __all__ = ["NativeBloomFilter"]
@@ -32,11 +33,6 @@ _new = ffi.new
 _from_buffer = ffi.from_buffer
 _EKEYS = lib.CC_EKEYS
 _CHUNK = 8192  # keys per C call in big batches
-
-
-def _check_iterable(keys: object) -> None:
-    if isinstance(keys, str | bytes | bytearray | memoryview):
-        raise TypeError(f"keys must be an iterable of keys, not a single {type(keys).__name__}")
 
 
 def _joined(keys: list[Any]) -> bytes:
@@ -140,7 +136,7 @@ class NativeBloomFilter(BloomFilter):
         return _contains(self._state, data, len(data)) == 1  # type: ignore[no-any-return]
 
     def update(self, keys: Iterable[Key]) -> None:
-        _check_iterable(keys)
+        check_keys_iterable(keys)
         seq = keys if type(keys) is list else list(keys)
         n = len(seq)
         if n <= _CHUNK:
@@ -164,7 +160,7 @@ class NativeBloomFilter(BloomFilter):
             raise RuntimeError(f"cache_core C core rejected update() (code {rc})")
 
     def contains_many(self, keys: Iterable[Key]) -> list[bool]:
-        _check_iterable(keys)
+        check_keys_iterable(keys)
         seq = keys if type(keys) is list else list(keys)
         n = len(seq)
         out = bytearray(n)

@@ -12,18 +12,13 @@ from collections.abc import Iterable
 import mmh3
 from bitarray import bitarray
 
-from ._bloom import BloomFilter
+from ._bloom import BloomFilter, check_keys_iterable
 from ._hashing import Key, key_bytes
 
 __all__ = ["PythonBloomFilter"]
 
 _M64 = (1 << 64) - 1
 _hash64 = mmh3.hash64
-
-
-def _check_iterable(keys: object) -> None:
-    if isinstance(keys, str | bytes | bytearray | memoryview):
-        raise TypeError(f"keys must be an iterable of keys, not a single {type(keys).__name__}")
 
 
 class PythonBloomFilter(BloomFilter):
@@ -74,7 +69,7 @@ class PythonBloomFilter(BloomFilter):
             bits[idx] = 1
 
     def update(self, keys: Iterable[Key]) -> None:
-        _check_iterable(keys)
+        check_keys_iterable(keys)
         bits = self._bits
         for key in keys:
             for idx in self._indexes(key):
@@ -85,6 +80,6 @@ class PythonBloomFilter(BloomFilter):
         return all(bits[idx] for idx in self._indexes(key))
 
     def contains_many(self, keys: Iterable[Key]) -> list[bool]:
-        _check_iterable(keys)
+        check_keys_iterable(keys)
         contains = self.__contains__
         return [contains(key) for key in keys]
