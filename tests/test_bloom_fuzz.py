@@ -271,3 +271,18 @@ def test_mutation_fuzz_never_crashes(backend: str) -> None:
     )
     assert proc.returncode == 0, f"fuzz child died ({proc.returncode}):\n{proc.stderr[-3000:]}"
     assert "rejected=" in proc.stdout
+
+
+@pytest.mark.parametrize(("capacity", "error_rate"), [(10_000_000, 0.01), (3, 0.999), (7, 1e-12)])
+def test_byte_identity_at_size_extremes(capacity: int, error_rate: float) -> None:
+    """The C core reduces mod m without dividing (Barrett): check it against Python's % on a
+    12 MB filter (m = 95,850,584) and on tiny ones."""
+    if not native_usable():
+        pytest.skip("needs the C core")
+    keys = [f"k{i}" for i in range(2000)]
+    native = BloomFilter(capacity, error_rate, seed=12345, backend="native")
+    python = BloomFilter(capacity, error_rate, seed=12345, backend="python")
+    native.update(keys)
+    for key in keys:
+        python.add(key)
+    assert native.to_bytes() == python.to_bytes()
