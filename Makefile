@@ -14,7 +14,7 @@ help: ## list the targets
 
 $(STAMP): pyproject.toml setup.py $(NATIVE_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77'
 	$(BIN)/python -m pip install -q -e '.[test,bench,dev]'
 	$(BIN)/python -I -c "import cache_core; print('cache_core NATIVE =', cache_core.NATIVE)"
 	touch $@

@@ -6,7 +6,10 @@ stampedes, avalanches and penetration, and a bloom filter with a C core.
 
 from __future__ import annotations
 
+from ._backend import NATIVE
+from ._bloom import BloomFilter
 from ._default import default_cache
+from ._hashing import hash128
 from ._memoize import CacheInfo, Memoized, memoize
 from ._memory import MemoryCache
 from ._multilevel import MultiLevelCache, MultiLevelStats
@@ -22,6 +25,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "BackendError",
     "BatchCache",
+    "BloomFilter",
     "Cache",
     "CacheError",
     "CacheInfo",
@@ -33,6 +37,7 @@ __all__ = [
     "MemoryCache",
     "MultiLevelCache",
     "MultiLevelStats",
+    "NATIVE",
     "PickleSerializer",
     "RedisCache",
     "SerializationError",
@@ -43,5 +48,6 @@ __all__ = [
     "TypedCacheStats",
     "__version__",
     "default_cache",
+    "hash128",
     "memoize",
 ]

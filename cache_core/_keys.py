@@ -56,17 +56,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
-try:
-    from ._hashing import hash128  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # until the hashing module lands: the same function, on mmh3
-    import mmh3
-
-    def hash128(data: bytes | str, seed: int = 0) -> int:
-        """MurmurHash3 x64_128 as an unsigned int; str is hashed as UTF-8."""
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        return int(mmh3.hash128(data, seed, x64arch=True, signed=False))
-
+from ._hashing import hash128
 
 __all__ = [
     "KEY_VERSION",
