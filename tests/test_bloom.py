@@ -14,7 +14,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from _bloom_helpers import BACKENDS, other_backend
+from tests._bloom_helpers import BACKENDS, other_backend
 
 import cache_core
 from cache_core import NATIVE, BloomFilter

@@ -11,7 +11,7 @@ import textwrap
 import zlib
 
 import pytest
-from _bloom_helpers import BACKENDS, native_usable
+from tests._bloom_helpers import BACKENDS, native_usable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _bloom_helpers import NATIVE_ONLY
+from tests._bloom_helpers import NATIVE_ONLY
 
 from cache_core import _backend
 

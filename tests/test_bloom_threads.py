@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from _bloom_helpers import BACKENDS
+from tests._bloom_helpers import BACKENDS
 
 from cache_core import BloomFilter
 

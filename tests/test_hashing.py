@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import mmh3
 import pytest
-from _bloom_helpers import BACKENDS
+from tests._bloom_helpers import BACKENDS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
