@@ -24,7 +24,7 @@ import secrets
 import time
 from typing import Any, Final
 
-from ._redis import REDIS_ERRORS, wrap_redis_error
+from ._redis import RedisCache
 
 __all__ = ["LeaseLock", "LeaseLockFactory", "slot_tag"]
 
@@ -91,11 +91,19 @@ def slot_tag(redis_key: str) -> str:
 
 
 class LeaseLockFactory:
-    """Builds lease locks for the keys of one Redis-backed cache (one client, one prefix)."""
+    """Builds lease locks for the keys of one RedisCache (its client, its prefix, its breaker).
 
-    def __init__(self, client: Any, key_prefix: str) -> None:
+    Every command goes through ``RedisCache.run``: errors arrive as ``BackendError`` and an
+    open circuit breaker stops lock traffic too.
+    """
+
+    def __init__(self, cache: RedisCache) -> None:
+        if not isinstance(cache, RedisCache):
+            raise TypeError(f"cache must be a RedisCache, not {type(cache).__name__}")
+        client: Any = cache.client
+        self.cache = cache
         self.client = client
-        self.key_prefix = key_prefix
+        self.key_prefix = cache.redis_key_prefix
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._extend = client.register_script(_EXTEND)
@@ -141,59 +149,40 @@ class LeaseLock:
         return max(1, int(self.lease * 1000))
 
     def try_acquire(self) -> bool:
-        try:
-            got = self.factory._acquire(
-                keys=[self.lock_key, self.done_key, self.waiters_key],
-                args=[self.token, self._lease_ms],
-            )
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("lock acquire", exc) from exc
-        return bool(got)
+        f = self.factory
+        keys = [self.lock_key, self.done_key, self.waiters_key]
+        return bool(f.cache.run("lock acquire", f._acquire, keys, [self.token, self._lease_ms]))
 
     def release(self) -> bool:
         """Delete the lock if it is still ours, and wake the followers; False if it was not."""
-        try:
-            done = self.factory._release(
-                keys=[self.lock_key, self.done_key, self.waiters_key],
-                args=[self.token, self._lease_ms],
-            )
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("lock release", exc) from exc
-        return bool(done)
+        f = self.factory
+        keys = [self.lock_key, self.done_key, self.waiters_key]
+        return bool(f.cache.run("lock release", f._release, keys, [self.token, self._lease_ms]))
 
     def extend(self, lease: float | None = None) -> bool:
         """Push the lease out to ``lease`` seconds from now, if the lock is still ours."""
         ms = self._lease_ms if lease is None else max(1, int(lease * 1000))
-        try:
-            return bool(self.factory._extend(keys=[self.lock_key], args=[self.token, ms]))
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("lock extend", exc) from exc
+        f = self.factory
+        return bool(f.cache.run("lock extend", f._extend, [self.lock_key], [self.token, ms]))
 
     def is_locked(self) -> bool:
-        try:
-            return bool(self.factory.client.exists(self.lock_key))
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("lock exists", exc) from exc
+        f = self.factory
+        return bool(f.cache.run("lock exists", f.client.exists, self.lock_key))
 
     def wait(self, timeout: float) -> bool:
         """Block until the holder releases (True) or ``timeout`` seconds pass (False)."""
         deadline = time.monotonic() + timeout
-        client = self.factory.client
-        try:
-            held = self.factory._follow(
-                keys=[self.lock_key, self.done_key, self.waiters_key], args=[self._lease_ms]
-            )
-            if not held:
-                return True  # released (or expired) before we registered: look again now
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                # Short BLPOPs: redis-py must not hit its socket timeout while we block.
-                got = client.blpop([self.done_key], timeout=min(left, self.factory._max_block))
-                if got is not None:
-                    return True
-                if not client.exists(self.lock_key):
-                    return True  # the holder's lease ran out without a release: look again
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("lock wait", exc) from exc
+        f = self.factory
+        keys = [self.lock_key, self.done_key, self.waiters_key]
+        if not f.cache.run("lock follow", f._follow, keys, [self._lease_ms]):
+            return True  # released (or expired) before we registered: look again now
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            # Short BLPOPs: redis-py must not hit its socket timeout while we block.
+            block = min(left, f._max_block)
+            if f.cache.run("lock wait", f.client.blpop, [self.done_key], timeout=block):
+                return True
+            if not self.is_locked():
+                return True  # the holder's lease ran out without a release: look again

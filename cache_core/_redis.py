@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -13,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
+from ._breaker import CircuitBreaker, is_outage
 from ._validate import (
     MISSING,
     TTL,
@@ -23,7 +26,7 @@ from ._validate import (
     ttl_ms,
     ttl_seconds,
 )
-from .errors import BackendError, CacheMiss
+from .errors import BackendError, CacheMiss, CircuitOpenError
 
 __all__ = ["REDIS_ERRORS", "RedisCache", "escape_glob", "wrap_redis_error"]
 
@@ -40,6 +43,10 @@ FROM_URL_DEFAULTS: Final[dict[str, Any]] = {
 }
 
 _SCAN_COUNT: Final = 1000
+_MAX_PENDING_DELETES: Final = 100_000
+_R = TypeVar("_R")
+log = logging.getLogger("cache_core")
+_DEFAULT_BREAKER: Final[Any] = object()
 _GLOB_SPECIAL: Final = str.maketrans({c: "\\" + c for c in "\\*?[]"})
 
 
@@ -84,6 +91,10 @@ class RedisCache:
 
     The cache never closes a client it was given; ``from_url`` builds a client with short
     timeouts, owns it and closes it on ``close()``. Keys are stored as ``prefix + ":" + key``.
+
+    ``breaker``: a ``CircuitBreaker`` that every command goes through (``from_url`` builds one
+    by default; for a client you pass in, give one explicitly). While it is open, calls raise
+    ``CircuitOpenError`` (a ``BackendError``) at once instead of waiting for timeouts.
     """
 
     def __init__(
@@ -93,6 +104,7 @@ class RedisCache:
         prefix: str = "",
         default_ttl: TTL | None = None,
         allow_clear_all: bool = False,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if not isinstance(client, redis.Redis | RedisCluster):
             raise TypeError(
@@ -101,6 +113,10 @@ class RedisCache:
             )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
+        if breaker is not None and not isinstance(breaker, CircuitBreaker):
+            raise TypeError(
+                f"breaker must be a CircuitBreaker or None, not {type(breaker).__name__}"
+            )
         if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError(
                 "client must be built with decode_responses=False: cached values are bytes"
@@ -112,6 +128,10 @@ class RedisCache:
         self._default_ttl = ttl_seconds(default_ttl, None, "default_ttl")
         self._allow_clear_all = bool(allow_clear_all)
         self._owns_client = False
+        self._breaker = breaker
+        self._pending_deletes: dict[str, None] = {}
+        self._pending_lock = threading.Lock()
+        self._replaying = False
 
     @classmethod
     def from_url(
@@ -122,13 +142,15 @@ class RedisCache:
         default_ttl: TTL | None = None,
         cluster: bool = False,
         allow_clear_all: bool = False,
+        breaker: Any = _DEFAULT_BREAKER,
         **client_kwargs: Any,
     ) -> RedisCache:
         """Build a client for ``url`` with cache-friendly timeouts; the cache owns and closes it.
 
         ``cluster=True`` builds a ``RedisCluster`` (the URL names any one node). Any redis-py
         keyword in ``client_kwargs`` overrides the defaults (0.25 s timeouts, one retry on
-        connection errors only).
+        connection errors only). A ``CircuitBreaker()`` with default settings guards the
+        client unless ``breaker`` names another one, or is None for none.
         """
         if not isinstance(url, str):
             raise TypeError(f"url must be str, not {type(url).__name__}")
@@ -144,7 +166,15 @@ class RedisCache:
             raise
         except REDIS_ERRORS as exc:
             raise wrap_redis_error("connect", exc) from exc
-        cache = cls(client, prefix=prefix, default_ttl=default_ttl, allow_clear_all=allow_clear_all)
+        if breaker is _DEFAULT_BREAKER:
+            breaker = CircuitBreaker(name=f"redis {prefix or url.rsplit('@', 1)[-1]}")
+        cache = cls(
+            client,
+            prefix=prefix,
+            default_ttl=default_ttl,
+            allow_clear_all=allow_clear_all,
+            breaker=breaker,
+        )
         cache._owns_client = True
         return cache
 
@@ -209,15 +239,94 @@ class RedisCache:
         seconds = ttl_seconds(ttl, self._default_ttl)
         return None if seconds is None else ttl_ms(seconds)
 
+    # -- the one path every command takes: breaker, error wrapping, pending deletes ------------
+
+    def run(self, op: str, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
+        """Call ``fn`` (a client method) through the breaker; Redis errors become BackendError.
+
+        Also replays deletes that failed during an outage, once Redis answers again. Other
+        components that talk to this cache's Redis (the lease lock) go through here too, so
+        an open breaker protects every call.
+        """
+        breaker = self._breaker
+        if breaker is not None:
+            breaker.allow()
+        try:
+            result = fn(*args, **kwargs)
+        except REDIS_ERRORS as exc:
+            if breaker is not None:
+                breaker.record_failure(exc)
+            raise wrap_redis_error(op, exc) from exc
+        except BaseException:
+            if breaker is not None:
+                breaker.abandon()
+            raise
+        if breaker is not None:
+            breaker.record_success()
+        if self._pending_deletes:
+            self._replay_deletes()
+        return result
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        return self._breaker
+
+    @property
+    def pending_deletes(self) -> int:
+        """Deletes that failed during an outage and will be replayed when Redis answers."""
+        return len(self._pending_deletes)
+
+    def _remember_deletes(self, keys: Iterable[str]) -> None:
+        with self._pending_lock:
+            room = _MAX_PENDING_DELETES - len(self._pending_deletes)
+            for key in keys:
+                if room <= 0:
+                    log.error(
+                        "cache_core: more than %d deletes pending during the outage; "
+                        "%r will not be replayed",
+                        _MAX_PENDING_DELETES,
+                        key,
+                    )
+                    break
+                if key not in self._pending_deletes:
+                    self._pending_deletes[key] = None
+                    room -= 1
+
+    def _forget_deletes(self, keys: Iterable[str]) -> None:
+        """A write of these keys reached Redis: their pending delete is superseded."""
+        with self._pending_lock:
+            for key in keys:
+                self._pending_deletes.pop(key, None)
+
+    def _replay_deletes(self) -> None:
+        with self._pending_lock:
+            if self._replaying or not self._pending_deletes:
+                return
+            self._replaying = True
+            batch = list(self._pending_deletes)
+        try:
+            self._client.unlink(*[self._kp + k for k in batch])
+        except REDIS_ERRORS as exc:
+            log.debug("cache_core: replaying %d deletes failed: %s", len(batch), exc)
+            if self._breaker is not None:
+                self._breaker.record_failure(exc)
+        else:
+            # Remove only what was replayed; a key deleted again meanwhile was re-added as a
+            # new entry and is replayed next time (harmless: UNLINK is idempotent).
+            self._forget_deletes(batch)
+            log.info("cache_core: replayed %d deletes that failed during an outage", len(batch))
+        finally:
+            self._replaying = False
+
     # -- Cache -------------------------------------------------------------------------------
 
     def get(self, key: str, default: Any = MISSING) -> Any:
         if type(key) is not str or not key:
             check_key(key)
-        try:
-            value = self._client.get(self._kp + key)
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("GET", exc) from exc
+        if self._pending_deletes and key in self._pending_deletes:
+            value = None  # deleted while Redis was unreachable: never serve the old value
+        else:
+            value = self.run("GET", self._client.get, self._kp + key)
         if value is None:
             if default is MISSING:
                 raise CacheMiss(key)
@@ -227,13 +336,16 @@ class RedisCache:
     def get_with_ttl(self, key: str) -> tuple[bytes, float | None] | None:
         """``(value, seconds left or None)`` in one round trip (pipelined GET + PTTL)."""
         rkey = self._kp + check_key(key)
-        try:
+        if self._pending_deletes and key in self._pending_deletes:
+            return None
+
+        def get_and_pttl() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             pipe.get(rkey)
             pipe.pttl(rkey)
-            value, pttl = pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("GET/PTTL", exc) from exc
+            return pipe.execute()
+
+        value, pttl = self.run("GET/PTTL", get_and_pttl)
         if value is None:
             return None
         return value, _seconds_left(pttl)
@@ -243,18 +355,20 @@ class RedisCache:
         wanted, rkeys = self._redis_keys(keys)
         if not wanted:
             return {}
-        try:
+
+        def gets_and_pttls() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for rkey in rkeys:
                 pipe.get(rkey)
                 pipe.pttl(rkey)
-            replies = pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("GET/PTTL", exc) from exc
+            return pipe.execute()
+
+        replies = self.run("GET/PTTL", gets_and_pttls)
+        pending = self._pending_deletes
         found: dict[str, tuple[bytes, float | None]] = {}
         for i, key in enumerate(wanted):
             value = replies[2 * i]
-            if value is not None:
+            if value is not None and not (pending and key in pending):
                 found[key] = (value, _seconds_left(replies[2 * i + 1]))
         return found
 
@@ -262,24 +376,31 @@ class RedisCache:
         data = check_value(value)
         px = self._px(ttl)
         rkey = self._kp + check_key(key)
-        try:
-            self._client.set(rkey, data, px=px)
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("SET", exc) from exc
+        self.run("SET", self._client.set, rkey, data, px=px)
+        if self._pending_deletes:
+            self._forget_deletes([key])
 
     def delete(self, key: str) -> bool:
+        """UNLINK the key. If Redis is unreachable the delete is remembered and replayed.
+
+        The failure is still raised (``BackendError``), but from then on this cache never
+        serves the key's old value: reads of it are misses until a write supersedes the
+        delete or the replay reaches Redis. Other processes may read the old value until the
+        replay (they cannot be told while Redis is down).
+        """
         rkey = self._kp + check_key(key)
         try:
-            return bool(self._client.unlink(rkey))
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("UNLINK", exc) from exc
+            return bool(self.run("UNLINK", self._client.unlink, rkey))
+        except BackendError as exc:
+            if is_outage(exc.__cause__) or isinstance(exc, CircuitOpenError):
+                self._remember_deletes([key])
+            raise
 
     def exists(self, key: str) -> bool:
         rkey = self._kp + check_key(key)
-        try:
-            return bool(self._client.exists(rkey))
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("EXISTS", exc) from exc
+        if self._pending_deletes and key in self._pending_deletes:
+            return False
+        return bool(self.run("EXISTS", self._client.exists, rkey))
 
     def clear(self) -> int:
         """Remove this cache's keys with SCAN + UNLINK per page, on every primary.
@@ -294,13 +415,14 @@ class RedisCache:
                 "database; give the cache a prefix or build it with allow_clear_all=True"
             )
         match = escape_glob(self._kp) + "*" if self._kp else None
-        removed = 0
-        try:
+
+        def scan_and_unlink() -> int:
+            removed = 0
             for page in self._scan_pages(match):
                 removed += int(self._client.unlink(*page))
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("SCAN/UNLINK", exc) from exc
-        return removed
+            return removed
+
+        return self.run("SCAN/UNLINK", scan_and_unlink)
 
     def _scan_pages(self, match: str | None) -> Iterator[list[Any]]:
         if not self._cluster:
@@ -322,6 +444,23 @@ class RedisCache:
         if page:
             yield page
 
+    def scan_keys(self, match: str = "*") -> Iterator[str]:
+        """This cache's keys (prefix removed) whose remainder matches the glob ``match``.
+
+        SCAN, never KEYS; on a cluster, every primary.
+        """
+        if not isinstance(match, str):
+            raise TypeError(f"match must be str, not {type(match).__name__}")
+        pattern = escape_glob(self._kp) + match
+        cut = len(self._kp)
+        try:
+            for page in self._scan_pages(pattern):
+                for raw in page:
+                    text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
+                    yield text[cut:]
+        except REDIS_ERRORS as exc:
+            raise wrap_redis_error("SCAN", exc) from exc
+
     # -- BatchCache --------------------------------------------------------------------------
 
     def mget(self, keys: Iterable[str]) -> dict[str, bytes]:
@@ -329,16 +468,16 @@ class RedisCache:
         wanted, rkeys = self._redis_keys(keys)
         if not wanted:
             return {}
-        try:
-            if self._cluster:
-                values = self._client.mget_nonatomic(rkeys)  # type: ignore[union-attr]
-            else:
-                values = self._client.mget(rkeys)
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("MGET", exc) from exc
+        if self._cluster:
+            values = self.run("MGET", self._client.mget_nonatomic, rkeys)  # type: ignore[union-attr]
+        else:
+            values = self.run("MGET", self._client.mget, rkeys)
         found = dict(zip(wanted, values, strict=True))
         if None in values:  # C-level scan; the all-hits case skips the filtering loop
             found = {k: v for k, v in found.items() if v is not None}
+        if self._pending_deletes:
+            for key in [k for k in found if k in self._pending_deletes]:
+                del found[key]
         return found
 
     def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
@@ -348,20 +487,23 @@ class RedisCache:
         if not checked:
             return
         kp = self._kp
-        try:
-            if px is None:
-                mapping = {kp + k: v for k, v in checked.items()}
-                if self._cluster:
-                    self._client.mset_nonatomic(mapping)  # type: ignore[union-attr]
-                else:
-                    self._client.mset(mapping)
-                return
-            pipe = self._client.pipeline(transaction=False)
-            for key, value in checked.items():
-                pipe.set(kp + key, value, px=px)
-            pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("MSET", exc) from exc
+        if px is None:
+            mapping = {kp + k: v for k, v in checked.items()}
+            if self._cluster:
+                self.run("MSET", self._client.mset_nonatomic, mapping)  # type: ignore[union-attr]
+            else:
+                self.run("MSET", self._client.mset, mapping)
+        else:
+
+            def pipelined() -> None:
+                pipe = self._client.pipeline(transaction=False)
+                for key, value in checked.items():
+                    pipe.set(kp + key, value, px=px)
+                pipe.execute()
+
+            self.run("MSET", pipelined)
+        if self._pending_deletes:
+            self._forget_deletes(checked)
 
     def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
         """Store items that each carry their own TTL: one pipelined round trip."""
@@ -369,20 +511,28 @@ class RedisCache:
         if not checked:
             return
         kp = self._kp
-        try:
+
+        def pipelined() -> None:
             pipe = self._client.pipeline(transaction=False)
             for key, (value, seconds) in checked.items():
                 pipe.set(kp + key, value, px=None if seconds is None else ttl_ms(seconds))
             pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("MSET", exc) from exc
+
+        self.run("MSET", pipelined)
+        if self._pending_deletes:
+            self._forget_deletes(checked)
 
     def mdelete(self, keys: Iterable[str]) -> int:
-        """UNLINK (split per slot on a cluster); returns how many keys existed."""
-        _, rkeys = self._redis_keys(keys)
+        """UNLINK (split per slot on a cluster); returns how many keys existed.
+
+        Like ``delete``, a batch that cannot reach Redis is remembered and replayed.
+        """
+        wanted, rkeys = self._redis_keys(keys)
         if not rkeys:
             return 0
         try:
-            return int(self._client.unlink(*dict.fromkeys(rkeys)))
-        except REDIS_ERRORS as exc:
-            raise wrap_redis_error("UNLINK", exc) from exc
+            return int(self.run("UNLINK", self._client.unlink, *dict.fromkeys(rkeys)))
+        except BackendError as exc:
+            if is_outage(exc.__cause__) or isinstance(exc, CircuitOpenError):
+                self._remember_deletes(wanted)
+            raise

@@ -180,7 +180,7 @@ class TypedCache(Generic[T]):
         redis_cache = _redis_below(cache)
         self._locks: LeaseLockFactory | None = None
         if redis_cache is not None:
-            self._locks = LeaseLockFactory(redis_cache.client, redis_cache.redis_key_prefix)
+            self._locks = LeaseLockFactory(redis_cache)
         elif distributed_lock:
             raise ValueError(
                 "distributed_lock=True needs a RedisCache underneath (directly or as the L2 of "

@@ -14,10 +14,10 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from tests._bloom_helpers import BACKENDS, other_backend
 
 import cache_core
 from cache_core import NATIVE, BloomFilter
+from tests._bloom_helpers import BACKENDS, other_backend
 
 
 @pytest.fixture(params=BACKENDS, scope="module")

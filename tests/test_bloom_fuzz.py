@@ -11,11 +11,11 @@ import textwrap
 import zlib
 
 import pytest
-from tests._bloom_helpers import BACKENDS, native_usable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cache_core import BloomFilter, _bloom
+from tests._bloom_helpers import BACKENDS, native_usable
 
 HEADER = struct.Struct("<4sHHQdIIQQ")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests._bloom_helpers import NATIVE_ONLY
 
 from cache_core import _backend
+from tests._bloom_helpers import NATIVE_ONLY
 
 
 @pytest.fixture(params=NATIVE_ONLY, scope="module")

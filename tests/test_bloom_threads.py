@@ -6,9 +6,9 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from tests._bloom_helpers import BACKENDS
 
 from cache_core import BloomFilter
+from tests._bloom_helpers import BACKENDS
 
 THREADS = 8
 PER_THREAD = {"native": 50_000, "python": 10_000}  # the GIL makes the Python backend ~serial

@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import mmh3
 import pytest
-from tests._bloom_helpers import BACKENDS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cache_core
 from cache_core import _hashing
+from tests._bloom_helpers import BACKENDS
 
 SEEDS = [0, 1, 42, 0x9747B28C, 2**31, 2**32 - 1]
 

@@ -320,7 +320,7 @@ def test_slot_tag_matches_redis_hashing() -> None:
 
 
 def test_lock_and_value_share_a_cluster_slot(cluster_client: RedisCluster) -> None:
-    factory = LeaseLockFactory(cluster_client, "app:")
+    factory = LeaseLockFactory(RedisCache(cluster_client, prefix="app"))
     for key in ["user:1", "order:{42}:items", "x}y", "{}z"]:
         lock = factory.lock(key, 1.0)
         slots = {cluster_client.keyslot(lock.lock_key), cluster_client.keyslot(lock.done_key)}
@@ -332,7 +332,7 @@ def test_lock_and_value_share_a_cluster_slot(cluster_client: RedisCluster) -> No
 
 
 def test_lock_is_never_released_by_another_token(redis_client: redis.Redis) -> None:
-    factory = LeaseLockFactory(redis_client, "p:")
+    factory = LeaseLockFactory(RedisCache(redis_client, prefix="p"))
     holder = factory.lock("k", 5.0)
     intruder = factory.lock("k", 5.0)
     assert holder.try_acquire()
@@ -347,7 +347,7 @@ def test_lock_is_never_released_by_another_token(redis_client: redis.Redis) -> N
 
 
 def test_wait_wakes_on_release_not_by_polling(redis_client: redis.Redis) -> None:
-    factory = LeaseLockFactory(redis_client, "p:")
+    factory = LeaseLockFactory(RedisCache(redis_client, prefix="p"))
     holder = factory.lock("k", 10.0)
     follower = factory.lock("k", 10.0)
     assert holder.try_acquire()
@@ -462,7 +462,7 @@ def test_killed_lock_holder_is_taken_over_within_the_lease(
     assert wait_for(lambda: redis_client.get(f"{prefix}:ready") == b"1", timeout=30)
     redis_client.rpush(f"{prefix}:go", b"1")
     assert wait_for(lambda: redis_client.exists(f"{prefix}:hanging") == 1, timeout=30)
-    lock_key = LeaseLockFactory(redis_client, f"{prefix}:").lock("hot", 3.0).lock_key
+    lock_key = LeaseLockFactory(RedisCache(redis_client, prefix=prefix)).lock("hot", 3.0).lock_key
     holder_token = redis_client.get(lock_key)
     assert holder_token is not None
 

@@ -1,0 +1,173 @@
+"""CircuitBreaker: stop calling a backend that is down, and probe it again later.
+
+closed ──(failure_threshold consecutive outage errors)──▶ open ──(reset_timeout)──▶ half-open
+  ▲                                                        ▲                          │
+  └───────────────(the probe call succeeds)────────────────┴──(the probe fails)───────┘
+
+While open, a call costs one clock read and a raised ``CircuitOpenError``: no connection attempt,
+no socket timeout (a paused Redis still accepts TCP connections, so without a breaker every
+call would wait the full timeout). In half-open exactly one caller probes; the others keep
+getting ``CircuitOpenError`` until it answers. State changes are logged once, not per call.
+
+Only outage errors count: a Redis that answers with an error (WRONGTYPE, NOSCRIPT, ...) is up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Final, Literal
+
+from redis.exceptions import ClusterError, RedisClusterException
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import CircuitOpenError
+
+__all__ = ["CircuitBreaker", "is_outage"]
+
+log = logging.getLogger("cache_core")
+
+State = Literal["closed", "open", "half_open"]
+CLOSED: Final = "closed"
+OPEN: Final = "open"
+HALF_OPEN: Final = "half_open"
+
+_OUTAGE_ERRORS: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,
+    RedisClusterException,
+    OSError,
+)
+
+
+def is_outage(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the backend is unreachable or unhealthy (not a command error)."""
+    return isinstance(exc, _OUTAGE_ERRORS)
+
+
+class CircuitBreaker:
+    """Consecutive-failure circuit breaker with a single half-open probe.
+
+    Defaults suit a web request: open after 5 consecutive outage errors, probe again after 5 s.
+    One breaker guards one backend; it is thread-safe and cheap when closed (two attribute
+    reads per call).
+    """
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        reset_timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "redis",
+    ) -> None:
+        if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int):
+            raise TypeError(
+                f"failure_threshold must be an int, not {type(failure_threshold).__name__}"
+            )
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold}")
+        if isinstance(reset_timeout, bool) or not isinstance(reset_timeout, int | float):
+            raise TypeError(f"reset_timeout must be a number, not {type(reset_timeout).__name__}")
+        if not 0 < reset_timeout < float("inf"):
+            raise ValueError(f"reset_timeout must be a finite number > 0, got {reset_timeout!r}")
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, not {type(clock).__name__}")
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = float(reset_timeout)
+        self.name = name
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state: State = CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+        self.opened_count = 0
+        self.rejected = 0
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def __repr__(self) -> str:
+        return (
+            f"CircuitBreaker({self.name!r}, state={self._state}, failures={self._failures}, "
+            f"threshold={self.failure_threshold}, reset_timeout={self.reset_timeout})"
+        )
+
+    def allow(self) -> None:
+        """Return if a call may go ahead; raise ``CircuitOpenError`` if it may not."""
+        if self._state is CLOSED:
+            return
+        with self._lock:
+            if self._state is OPEN:
+                if self._clock() - self._opened_at < self.reset_timeout:
+                    self.rejected += 1
+                    raise CircuitOpenError(
+                        f"circuit breaker {self.name!r} is open after {self._failures} "
+                        f"consecutive failures; retrying after {self.reset_timeout:g}s"
+                    )
+                self._state = HALF_OPEN
+                self._probing = True
+                log.info("cache_core: breaker %r half-open, probing the backend", self.name)
+                return
+            if self._state is HALF_OPEN:
+                if self._probing:
+                    self.rejected += 1
+                    raise CircuitOpenError(
+                        f"circuit breaker {self.name!r} is half-open and a probe is in flight"
+                    )
+                self._probing = True
+                return
+            # closed again since the unlocked read: go ahead
+
+    def record_success(self) -> None:
+        if self._state is CLOSED and self._failures == 0:
+            return
+        with self._lock:
+            self._failures = 0
+            self._probing = False
+            if self._state is not CLOSED:
+                self._state = CLOSED
+                log.warning("cache_core: breaker %r closed, backend is back", self.name)
+
+    def record_failure(self, exc: BaseException) -> None:
+        """Count ``exc`` if it is an outage; any other error counts as the backend answering."""
+        if not is_outage(exc):
+            self.record_success()
+            return
+        with self._lock:
+            self._failures += 1
+            self._probing = False
+            if self._state is HALF_OPEN or (
+                self._state is CLOSED and self._failures >= self.failure_threshold
+            ):
+                self._state = OPEN
+                self._opened_at = self._clock()
+                self.opened_count += 1
+                log.warning(
+                    "cache_core: breaker %r open after %d consecutive failures (%s: %s); "
+                    "calls fail fast for %gs",
+                    self.name,
+                    self._failures,
+                    type(exc).__name__,
+                    exc,
+                    self.reset_timeout,
+                )
+
+    def abandon(self) -> None:
+        """A call ended without an answer either way (e.g. KeyboardInterrupt): free the probe."""
+        if self._probing:
+            with self._lock:
+                self._probing = False
+
+    def reset(self) -> None:
+        """Force the breaker closed (e.g. after an operator fixed the backend)."""
+        with self._lock:
+            self._state = CLOSED
+            self._failures = 0
+            self._probing = False
