@@ -131,7 +131,7 @@ class RedisCache:
         self._breaker = breaker
         self._pending_deletes: dict[str, None] = {}
         self._pending_lock = threading.Lock()
-        self._replaying = False
+        self._replay_lock = threading.Lock()
 
     @classmethod
     def from_url(
@@ -244,7 +244,8 @@ class RedisCache:
     def run(self, op: str, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
         """Call ``fn`` (a client method) through the breaker; Redis errors become BackendError.
 
-        Also replays deletes that failed during an outage, once Redis answers again. Other
+        Deletes that failed during an outage are replayed first, before the command: a write
+        that follows is never undone by the replay, and a read sees the deletes. Other
         components that talk to this cache's Redis (the lease lock) go through here too, so
         an open breaker protects every call.
         """
@@ -252,6 +253,8 @@ class RedisCache:
         if breaker is not None:
             breaker.allow()
         try:
+            if self._pending_deletes:
+                self._replay_deletes()
             result = fn(*args, **kwargs)
         except REDIS_ERRORS as exc:
             if breaker is not None:
@@ -263,8 +266,6 @@ class RedisCache:
             raise
         if breaker is not None:
             breaker.record_success()
-        if self._pending_deletes:
-            self._replay_deletes()
         return result
 
     @property
@@ -299,24 +300,21 @@ class RedisCache:
                 self._pending_deletes.pop(key, None)
 
     def _replay_deletes(self) -> None:
-        with self._pending_lock:
-            if self._replaying or not self._pending_deletes:
+        # Blocking, not skip-if-busy: a thread that went ahead while another replays could
+        # write a key that the replay's UNLINK then removes.
+        with self._replay_lock:
+            with self._pending_lock:
+                batch = list(self._pending_deletes)
+            if not batch:
                 return
-            self._replaying = True
-            batch = list(self._pending_deletes)
-        try:
-            self._client.unlink(*[self._kp + k for k in batch])
-        except REDIS_ERRORS as exc:
-            log.debug("cache_core: replaying %d deletes failed: %s", len(batch), exc)
-            if self._breaker is not None:
-                self._breaker.record_failure(exc)
-        else:
-            # Remove only what was replayed; a key deleted again meanwhile was re-added as a
-            # new entry and is replayed next time (harmless: UNLINK is idempotent).
+            try:
+                self._client.unlink(*[self._kp + k for k in batch])
+            except REDIS_ERRORS as exc:
+                log.debug("cache_core: replaying %d deletes failed: %s", len(batch), exc)
+                raise
+            # Forget only what was replayed; a delete that failed meanwhile stays pending.
             self._forget_deletes(batch)
             log.info("cache_core: replayed %d deletes that failed during an outage", len(batch))
-        finally:
-            self._replaying = False
 
     # -- Cache -------------------------------------------------------------------------------
 
@@ -363,8 +361,10 @@ class RedisCache:
                 pipe.pttl(rkey)
             return pipe.execute()
 
+        # Snapshot before the call: run() may replay (and forget) the pending deletes after
+        # reading values that the replay then removed.
+        pending = set(self._pending_deletes) if self._pending_deletes else None
         replies = self.run("GET/PTTL", gets_and_pttls)
-        pending = self._pending_deletes
         found: dict[str, tuple[bytes, float | None]] = {}
         for i, key in enumerate(wanted):
             value = replies[2 * i]
@@ -468,6 +468,7 @@ class RedisCache:
         wanted, rkeys = self._redis_keys(keys)
         if not wanted:
             return {}
+        pending = set(self._pending_deletes) if self._pending_deletes else None
         if self._cluster:
             values = self.run("MGET", self._client.mget_nonatomic, rkeys)  # type: ignore[union-attr]
         else:
@@ -475,8 +476,8 @@ class RedisCache:
         found = dict(zip(wanted, values, strict=True))
         if None in values:  # C-level scan; the all-hits case skips the filtering loop
             found = {k: v for k, v in found.items() if v is not None}
-        if self._pending_deletes:
-            for key in [k for k in found if k in self._pending_deletes]:
+        if pending:
+            for key in [k for k in found if k in pending]:
                 del found[key]
         return found
 
