@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import (  # noqa: F401  (fixtures re-used by the benchmarks)
     cluster_client,
+    fault_server,
     redis_client,
     redis_cluster,
     redis_server,

@@ -86,6 +86,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
+        self._open_message = ""
         self.opened_count = 0
         self.rejected = 0
 
@@ -107,10 +108,7 @@ class CircuitBreaker:
             if self._state is OPEN:
                 if self._clock() - self._opened_at < self.reset_timeout:
                     self.rejected += 1
-                    raise CircuitOpenError(
-                        f"circuit breaker {self.name!r} is open after {self._failures} "
-                        f"consecutive failures; retrying after {self.reset_timeout:g}s"
-                    )
+                    raise CircuitOpenError(self._open_message)
                 self._state = HALF_OPEN
                 self._probing = True
                 log.info("cache_core: breaker %r half-open, probing the backend", self.name)
@@ -149,6 +147,11 @@ class CircuitBreaker:
                 self._state = OPEN
                 self._opened_at = self._clock()
                 self.opened_count += 1
+                # Built once per opening: rejected calls only raise it (the hot path).
+                self._open_message = (
+                    f"circuit breaker {self.name!r} is open after {self._failures} consecutive "
+                    f"failures ({type(exc).__name__}); retrying after {self.reset_timeout:g}s"
+                )
                 log.warning(
                     "cache_core: breaker %r open after %d consecutive failures (%s: %s); "
                     "calls fail fast for %gs",

@@ -1,0 +1,105 @@
+"""Circuit breaker costs and the fault-injection latency (issue 8).
+
+Targets: a call on an open breaker <= 5 us (no network); a closed breaker adds <= 2 % to a Redis
+GET; once the breaker is open, p99 of get_or_set <= loader time + 1 ms under the fault scenario.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from benchmarks.conftest import _RESULTS, Comparison
+from cache_core import CircuitOpenError, RedisCache
+from cache_core._breaker import CircuitBreaker
+from tests import fault_scenario
+from tests.redis_harness import RedisServer
+
+pytestmark = pytest.mark.benchmark(group="breaker")
+
+
+def test_open_breaker_call_cost(
+    benchmark: Any, redis_client: redis.Redis, compare: Callable[..., Comparison]
+) -> None:
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=3600)
+    cache = RedisCache(redis_client, prefix="b", breaker=breaker)
+    breaker.record_failure(RedisConnectionError("simulated outage"))
+    assert breaker.state == "open"
+
+    def open_get() -> None:
+        with contextlib.suppress(CircuitOpenError):
+            cache.get("k")
+
+    def raise_and_catch() -> None:
+        try:
+            raise KeyError("k")
+        except KeyError:
+            pass
+
+    compare(
+        "RedisCache.get on an open breaker (target <= 5 us absolute)",
+        {
+            "raise + catch a KeyError": raise_and_catch,
+            "open breaker: get -> CircuitOpenError": open_get,
+        },
+        baseline="raise + catch a KeyError",
+        inner=2000,
+        target="<= 5 us per call",
+    )
+    benchmark(open_get)
+
+
+def test_closed_breaker_overhead_on_get(
+    benchmark: Any, redis_client: redis.Redis, compare: Callable[..., Comparison]
+) -> None:
+    plain = RedisCache(redis_client, prefix="b")
+    guarded = RedisCache(redis_client, prefix="b", breaker=CircuitBreaker())
+    plain.set("k", b"x" * 100)
+    compare(
+        "RedisCache.get with a closed breaker vs without",
+        {"no breaker": lambda: plain.get("k"), "closed breaker": lambda: guarded.get("k")},
+        baseline="no breaker",
+        inner=200,
+        rounds=40,
+        target="<= 1.02x",
+    )
+    benchmark(guarded.get, "k")
+
+
+def test_fault_scenario_latency_while_open(benchmark: Any, fault_server: RedisServer) -> None:
+    reports = []
+
+    def once() -> None:
+        reports.append(fault_scenario.run(fault_server))
+
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    report = reports[0]
+    lat = report.open_latencies()
+    loader_ns = fault_scenario.LOADER_SECONDS * 1e9
+    p50 = statistics.median(lat) * 1e9
+    p99 = report.p99_open() * 1e9
+    _RESULTS.append(
+        Comparison(
+            "fault scenario: get_or_set latency while the breaker is open (32 threads)",
+            "loader alone",
+            {"loader alone": loader_ns, "p50 while open": p50, "p99 while open": p99},
+            {
+                "loader alone": 1.0,
+                "p50 while open": p50 / loader_ns,
+                "p99 while open": p99 / loader_ns,
+            },
+            target="p99 <= loader + 1 ms",
+            notes=[
+                f"calls: {len(report.calls)}, while open: {len(lat)}, errors: "
+                f"{sum(1 for c in report.calls if c.error)}, loader calls: {report.loader_calls}",
+                "recovery after restart/resume (s): "
+                f"{[round(s, 3) for s in report.recovery_seconds]}",
+            ],
+        )
+    )
