@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from benchmarks.conftest import _RESULTS, Comparison
+from tests.conftest import wait_for
 from tests.redis_harness import RedisServer
-from tests.test_typed import wait_for
 
 pytestmark = pytest.mark.benchmark(group="stampede")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

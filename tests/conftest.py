@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,20 @@ import redis
 from redis.cluster import RedisCluster
 
 from tests.redis_harness import HOST, RedisClusterHarness, RedisServer
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll a condition another thread or process will make true (only to line them up).
+
+    Used where no event exists to wait on: a count of waiters inside the library, another
+    process's progress. Returns False on timeout so the caller's assert reports it.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 class FakeClock:

@@ -8,7 +8,6 @@ import gc
 import inspect
 import itertools
 import threading
-import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -27,18 +26,8 @@ from cache_core import (
     memoize,
 )
 from cache_core._default import reset_default_cache
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, wait_for
 from tests.redis_harness import RedisServer
-
-
-def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
-    """Poll a condition another thread will make true (used only to line threads up)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
 
 
 class Calls:

@@ -19,9 +19,8 @@ from redis.cluster import RedisCluster
 
 from cache_core import MemoryCache, MultiLevelCache, RedisCache, TypedCache
 from cache_core._lease_lock import LeaseLockFactory, slot_tag
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, wait_for
 from tests.redis_harness import RedisServer
-from tests.test_typed import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -20,17 +19,8 @@ from cache_core import (
     SerializationError,
     TypedCache,
 )
+from tests.conftest import wait_for
 from tests.redis_harness import RedisServer
-
-
-def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
-    """Poll a condition another thread will make true (used only to line threads up)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
 
 
 @pytest.fixture(params=["memory", "redis", "multilevel"])
