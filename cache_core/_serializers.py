@@ -372,6 +372,9 @@ class JSONSerializer:
             raise SerializationError(f"cannot decode JSON value: {exc}") from exc
         except RecursionError as exc:
             raise SerializationError("cannot decode JSON value: nested too deeply") from exc
+        except (ValueError, OverflowError) as exc:
+            # e.g. an integer beyond sys.get_int_max_str_digits(): json raises a bare ValueError
+            raise SerializationError(f"cannot decode JSON value: {exc}") from exc
 
     @staticmethod
     def _reject_constant(name: str) -> Any:
@@ -399,7 +402,13 @@ class JSONSerializer:
             return decode(payload)
         except SerializationError:
             raise
-        except (TypeError, ValueError, binascii.Error, decimal.InvalidOperation) as exc:
+        except (
+            TypeError,
+            ValueError,
+            OverflowError,
+            binascii.Error,
+            decimal.InvalidOperation,
+        ) as exc:
             raise SerializationError(
                 f"cannot decode JSON value: bad {name} payload {payload!r:.80}"
             ) from exc

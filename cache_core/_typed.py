@@ -31,7 +31,7 @@ from ._jitter import check_jitter, jittered
 from ._lease_lock import LeaseLock, LeaseLockFactory
 from ._multilevel import MultiLevelCache
 from ._redis import RedisCache
-from ._serializers import JSONSerializer, Serializer
+from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
 from ._singleflight import Singleflight
 from ._stats import Counter
 from ._validate import MISSING, TTL, check_key, ttl_seconds
@@ -106,6 +106,29 @@ def _check_options(
     return _Options(
         distributed_lock, timeout, beta, stale, stale_if_error, check_jitter(ttl_jitter)
     )
+
+
+_OWN_SERIALIZERS: Final = (JSONSerializer, PickleSerializer, CompressedSerializer)
+
+
+def _strict_loads(serializer: Serializer) -> Callable[[bytes], object]:
+    """A user serializer's ``loads`` whose every failure is a SerializationError.
+
+    Stored bytes that cannot be decoded must read as "undecodable" (a repaired miss in
+    ``get_or_set``) whatever exception a third-party decoder happens to raise.
+    """
+    loads = serializer.loads
+    name = type(serializer).__name__
+
+    def strict(data: bytes) -> object:
+        try:
+            return loads(data)
+        except SerializationError:
+            raise
+        except Exception as exc:
+            raise SerializationError(f"{name}.loads failed: {type(exc).__name__}: {exc}") from exc
+
+    return strict
 
 
 def _redis_below(cache: Any) -> RedisCache | None:
@@ -189,7 +212,9 @@ class TypedCache(Generic[T]):
         self._cache = cache
         self._serializer = serializer
         self._dumps = serializer.dumps
-        self._loads = serializer.loads
+        self._loads = (
+            serializer.loads if type(serializer) in _OWN_SERIALIZERS else _strict_loads(serializer)
+        )
         self._fid = serializer_id(serializer)
         self._prefix = plain_prefix(self._fid)
         self._clock = clock

@@ -260,7 +260,7 @@ def test_envelope_unpack_mutated(data: st.DataObject) -> None:
 # ------------------------------------------------------------------------------ serializers
 
 # JSON that looks like ours: tagged objects with known and unknown tags and random payloads.
-# Integers stay below 10**8 here; the extremes have their own (xfail) tests below.
+# Integers stay below 10**8 here; the extremes have their own tests below.
 _TAGS = [
     "datetime", "date", "time", "timedelta", "uuid", "decimal", "bytes", "bytearray",
     "set", "frozenset", "float", "dataclass", "dict", "nope", "",
@@ -368,17 +368,11 @@ def test_pickle_bytes_that_fail_the_signature_never_reach_pickle(
     assert calls == [] or bad == good
 
 
-# Known-bad inputs: both escape JSONSerializer.loads as something other than SerializationError.
+# Inputs that once escaped JSONSerializer.loads as something other than SerializationError.
 HUGE_INT = b"9" * 4301  # CPython's int-from-str limit (sys.get_int_max_str_digits) is 4300
 TIMEDELTA_OVERFLOW = b'{"__cc":["timedelta",[1000000000,0,0]]}'  # |days| > 999999999
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: _serializers.JSONSerializer.loads lets json's plain ValueError for an integer "
-    "literal over 4300 digits (sys.get_int_max_str_digits) escape instead of SerializationError",
-)
 @settings(max_examples=20, deadline=None)
 @given(digits=st.integers(4301, 6000), where=st.sampled_from([b"%s", b"[%s]", b'{"a":%s}']))
 @example(digits=4301, where=b"%s")
@@ -387,12 +381,6 @@ def test_json_loads_huge_int_raises_serialization_error(digits: int, where: byte
         JSONSerializer().loads(where % (b"9" * digits))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG: _serializers._decode_timedelta's OverflowError (|days| > 999999999) is not "
-    "caught by JSONSerializer._object_hook, so loads raises OverflowError, not SerializationError",
-)
 @settings(max_examples=20, deadline=None)
 @given(days=st.integers(10**9, 10**30) | st.integers(-(10**30), -(10**9)))
 @example(days=10**9)
@@ -455,12 +443,6 @@ def test_typed_cache_reads_arbitrary_stored_bytes(
         assert store.get("k") == raw  # a good entry is left alone
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, OverflowError),
-    reason="BUG: TypedCache.get_or_set propagates JSONSerializer.loads' ValueError/OverflowError "
-    "instead of treating the entry as undecodable, reloading and repairing it",
-)
 @pytest.mark.parametrize("payload", [HUGE_INT, TIMEDELTA_OVERFLOW], ids=["huge-int", "timedelta"])
 def test_typed_get_or_set_repairs_extreme_numbers(payload: bytes) -> None:
     store = MemoryCache()

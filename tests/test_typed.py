@@ -258,3 +258,24 @@ def test_typed_over_redis_stores_an_envelope(redis_client: redis.Redis) -> None:
     typed.set("k", {"a": 1})
     raw = redis_client.get("env:k")
     assert raw is not None and raw[:4] == b"\xcc\x01\x00j"
+
+
+def test_a_custom_serializer_failing_oddly_still_self_heals() -> None:
+    class Fragile:
+        def dumps(self, obj: Any) -> bytes:
+            return repr(obj).encode()
+
+        def loads(self, data: bytes) -> Any:
+            if data == b"boom":
+                raise ZeroDivisionError("decoder bug")
+            return int(data)
+
+    store = MemoryCache()
+    typed: TypedCache[Any] = TypedCache(store, serializer=Fragile())  # type: ignore[arg-type]
+    typed.set("k", 5)
+    assert typed.get("k") == 5
+    store.set("k", b"\xcc\x01\x00\x00boom")
+    with pytest.raises(SerializationError, match="ZeroDivisionError"):
+        typed.get("k")
+    assert typed.get_or_set("k", lambda: 7) == 7
+    assert typed.get("k") == 7
