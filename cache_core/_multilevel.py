@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from ._stats import Counter
 from ._validate import MISSING, TTL, check_items, check_key, check_keys, check_value, ttl_seconds
-from .errors import CacheMiss
+from .errors import BackendError, CacheMiss
 
 __all__ = ["MultiLevelCache", "MultiLevelStats"]
 
@@ -187,14 +187,33 @@ class MultiLevelCache:
         check_key(key)
         value = check_value(value)
         seconds = self._l2_seconds(ttl)
+        self._write(lambda: self._l2.set(key, value, ttl=seconds), {key: (value, seconds)})
+
+    def _write(
+        self, write_l2: Callable[[], object], entries: dict[str, tuple[bytes, float | None]]
+    ) -> None:
+        """Write L2, then L1: the one write path of set, mset and mset_with_ttls.
+
+        If L2 is unreachable (``BackendError``: down, or its breaker open) the error is raised,
+        but L1 still takes the values: this process keeps serving what it wrote or loaded for
+        at most ``l1_ttl``, instead of sending every read of it to the loader for the length of
+        the outage. Any other failure leaves L1 without the keys.
+        """
         try:
-            self._l2.set(key, value, ttl=seconds)
-        except BaseException:
-            self._drop_l1([key])  # never leave L1 holding a value L2 may not have
+            write_l2()
+        except BackendError:
+            self._put_l1(entries)
             raise
+        except BaseException:
+            self._drop_l1(list(entries))
+            raise
+        self._put_l1(entries)
+
+    def _put_l1(self, entries: dict[str, tuple[bytes, float | None]]) -> None:
         with self._lock:
-            self._invalidate([key])
-            self._l1.set(key, value, ttl=self._l1_seconds(seconds))
+            self._invalidate(entries)
+            for key, (value, seconds) in entries.items():
+                self._l1.set(key, value, ttl=self._l1_seconds(seconds))
 
     def _drop_l1(self, keys: list[str]) -> int:
         with self._lock:
@@ -238,14 +257,10 @@ class MultiLevelCache:
     def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
         checked = check_items(items)
         seconds = self._l2_seconds(ttl)
-        try:
-            self._l2.mset(checked, ttl=seconds)
-        except BaseException:
-            self._drop_l1(list(checked))
-            raise
-        with self._lock:
-            self._invalidate(checked)
-            self._l1.mset(checked, ttl=self._l1_seconds(seconds))
+        self._write(
+            lambda: self._l2.mset(checked, ttl=seconds),
+            {k: (v, seconds) for k, v in checked.items()},
+        )
 
     def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
         """Store items that each carry their own TTL (L2 first, then L1, each bounded)."""
@@ -255,19 +270,15 @@ class MultiLevelCache:
             check_key(k): (check_value(v), self._l2_seconds(t)) for k, (v, t) in entries.items()
         }
         l2_many = getattr(self._l2, "mset_with_ttls", None)
-        try:
+
+        def write_l2() -> None:
             if l2_many is not None:
                 l2_many(checked)
             else:
                 for key, (value, seconds) in checked.items():
                     self._l2.set(key, value, ttl=seconds)
-        except BaseException:
-            self._drop_l1(list(checked))
-            raise
-        with self._lock:
-            self._invalidate(checked)
-            for key, (value, seconds) in checked.items():
-                self._l1.set(key, value, ttl=self._l1_seconds(seconds))
+
+        self._write(write_l2, checked)
 
     def mdelete(self, keys: Iterable[str]) -> int:
         wanted = list(dict.fromkeys(check_keys(keys)))

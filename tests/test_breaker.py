@@ -197,9 +197,11 @@ def test_multilevel_keeps_serving_l1_while_l2_is_open(fault_server: RedisServer)
     assert breaker.state == "open"
     for _ in range(100):
         assert multi.get("hot") == b"v"
+    rejected = breaker.rejected
     with pytest.raises(CircuitOpenError):
-        multi.set("new", b"x")  # no L2 write while open ...
-    assert multi.l1.get("new", None) is None  # ... and no L1-only value that L2 never got
+        multi.set("new", b"x")  # no L2 write while open (the caller is told) ...
+    assert breaker.rejected == rejected + 1  # ... and no network call was attempted
+    assert multi.get("new") == b"x"  # but this process serves it from L1 meanwhile
     l2.close()
 
 

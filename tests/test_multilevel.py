@@ -167,19 +167,41 @@ def test_threaded_get_delete_storm_ends_consistent(l2: RedisCache) -> None:
     assert cache.mget(keys) == {}
 
 
-def test_l2_failure_on_write_drops_l1_copy(fault_server: RedisServer) -> None:
-    l1 = MemoryCache()
+def test_l2_outage_on_write_reports_it_and_keeps_the_value_in_l1(
+    fault_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    l1 = MemoryCache(timer=clock)
     l2 = RedisCache.from_url(fault_server.url, prefix="f")
     cache = MultiLevelCache(l1, l2, l1_ttl=60)
     cache.set("k", b"v1")
     fault_server.stop()
     assert cache.get("k") == b"v1"  # L1 keeps serving while L2 is down
     with pytest.raises(BackendError):
-        cache.set("k", b"v2")
-    assert l1.get("k", None) is None  # neither the old nor the unconfirmed new value
+        cache.set("k", b"v2", ttl=5)
+    assert cache.get("k") == b"v2"  # this process sees its own (reported) write ...
+    clock.advance(5)
+    assert l1.get("k", None) is None  # ... for no longer than its TTL
     with pytest.raises(BackendError):
-        cache.delete("k")
+        cache.mset({"a": b"1"}, ttl=30)
+    assert l1.get("a") == b"1"
+    with pytest.raises(BackendError):
+        cache.delete("a")
+    assert l1.get("a", None) is None  # a delete always drops the L1 copy
     l2.close()
+
+
+def test_non_backend_failure_on_write_leaves_l1_without_the_key() -> None:
+    class Refusing(MemoryCache):
+        def set(self, key: str, value: bytes, ttl: Any = None) -> None:
+            raise RuntimeError("a bug in a custom L2")
+
+    l1 = MemoryCache()
+    cache = MultiLevelCache(l1, Refusing(), l1_ttl=60)
+    l1.set("k", b"old")
+    with pytest.raises(RuntimeError):
+        cache.set("k", b"new")
+    assert l1.get("k", None) is None
 
 
 def test_constructor_validation(l2: RedisCache) -> None:
