@@ -112,7 +112,7 @@ def bit_positions(
     if _check_backend(backend) == "native":
         from ._bloom_native import positions
     else:
-        from ._bloom_python import positions  # type: ignore[assignment]
+        from ._bloom_python import positions
     return positions(seq, num_bits, num_hashes, seed)
 
 
