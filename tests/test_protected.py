@@ -301,3 +301,14 @@ def test_rejection_does_not_time_out_on_a_dead_cache(fault_server: RedisServer) 
     finally:
         fault_server.resume()
         client.close()
+
+
+def test_demo_penetration_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    from cache_core._demo import DemoContext, penetration
+
+    penetration(DemoContext(None))
+    out = capsys.readouterr().out
+    calls = [int(line.split("database calls:")[1].split()[0]) for line in out.splitlines()[2:]]
+    assert calls[0] == 10_000  # no guard: every request reaches the database
+    assert 1_900 < calls[1] <= 2_000  # negative caching: once per distinct id
+    assert calls[2] < 100  # bloom guard: only the filter's false positives
