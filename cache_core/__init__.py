@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from ._backend import NATIVE
 from ._bloom import BloomFilter
+from ._bloom_share import BloomSnapshot, RedisBloomFilter, load_bloom, save_bloom
 from ._default import default_cache
 from ._hashing import hash128
 from ._memoize import CacheInfo, Memoized, memoize
 from ._memory import MemoryCache
 from ._multilevel import MultiLevelCache, MultiLevelStats
+from ._protected import ProtectedCache, ProtectedCacheStats
 from ._protocols import BatchCache, Cache
 from ._redis import RedisCache
 from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
 from ._singleflight import Singleflight, SingleflightInterrupted
 from ._typed import TypedCache, TypedCacheStats
+from ._warmer import CacheWarmer, WarmReport
 from .errors import BackendError, CacheError, CacheMiss, CircuitOpenError, SerializationError
 
 __version__ = "0.1.0.dev0"
@@ -26,10 +29,12 @@ __all__ = [
     "BackendError",
     "BatchCache",
     "BloomFilter",
+    "BloomSnapshot",
     "Cache",
     "CacheError",
     "CacheInfo",
     "CacheMiss",
+    "CacheWarmer",
     "CircuitOpenError",
     "CompressedSerializer",
     "JSONSerializer",
@@ -39,6 +44,9 @@ __all__ = [
     "MultiLevelStats",
     "NATIVE",
     "PickleSerializer",
+    "ProtectedCache",
+    "ProtectedCacheStats",
+    "RedisBloomFilter",
     "RedisCache",
     "SerializationError",
     "Serializer",
@@ -46,8 +54,11 @@ __all__ = [
     "SingleflightInterrupted",
     "TypedCache",
     "TypedCacheStats",
+    "WarmReport",
     "__version__",
     "default_cache",
     "hash128",
+    "load_bloom",
     "memoize",
+    "save_bloom",
 ]

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Final
 from ._backend import NATIVE, NATIVE_AVAILABLE, PURE_PYTHON_FORCED, native_unavailable_reason
 from ._hashing import Key, check_seed
 
-__all__ = ["BloomFilter", "check_keys_iterable", "optimal_params"]
+__all__ = ["BloomFilter", "bit_positions", "check_keys_iterable", "optimal_params"]
 
 MAX_BITS: Final = 2**40
 """Upper bound on num_bits (128 GiB of bits): guards allocation and from_bytes headers."""
@@ -87,6 +87,33 @@ def _impl_class(backend: object) -> type[BloomFilter]:
     from ._bloom_python import PythonBloomFilter
 
     return PythonBloomFilter
+
+
+def bit_positions(
+    keys: Iterable[Key], num_bits: int, num_hashes: int, seed: int, *, backend: str | None = None
+) -> list[int]:
+    """The bit indexes a filter with these parameters sets for ``keys``, flat: key i's k indexes
+    are at ``[i*k, i*k + k)``, in add() order.
+
+    For filters whose bits live elsewhere (a Redis string): the same rule as BloomFilter, on the
+    C core when available, without allocating a bit array. Keys are checked like add()'s.
+    """
+    check_keys_iterable(keys)
+    if isinstance(num_bits, bool) or not isinstance(num_bits, int):
+        raise TypeError(f"num_bits must be an int, got {type(num_bits).__name__}")
+    if not 1 <= num_bits <= MAX_BITS:
+        raise ValueError(f"num_bits must be in [1, {MAX_BITS}], got {num_bits}")
+    if isinstance(num_hashes, bool) or not isinstance(num_hashes, int):
+        raise TypeError(f"num_hashes must be an int, got {type(num_hashes).__name__}")
+    if not 1 <= num_hashes <= MAX_HASHES:
+        raise ValueError(f"num_hashes must be in [1, {MAX_HASHES}], got {num_hashes}")
+    seed = check_seed(seed)
+    seq = keys if type(keys) is list else list(keys)
+    if _check_backend(backend) == "native":
+        from ._bloom_native import positions
+    else:
+        from ._bloom_python import positions
+    return positions(seq, num_bits, num_hashes, seed)
 
 
 def check_keys_iterable(keys: object) -> None:

@@ -20,7 +20,7 @@ from ._backend import ffi, lib
 from ._bloom import BloomFilter, check_keys_iterable
 from ._hashing import Key, key_bytes
 
-__all__ = ["NativeBloomFilter"]
+__all__ = ["NativeBloomFilter", "positions"]
 
 # Module globals: a global load is cheaper than two attribute loads on every call.
 _add = lib.cc_bloom_add
@@ -32,6 +32,7 @@ _contains_offsets = lib.cc_bloom_contains_offsets
 _new = ffi.new
 _from_buffer = ffi.from_buffer
 _EKEYS = lib.CC_EKEYS
+_positions = lib.cc_bloom_positions
 _CHUNK = 8192  # keys per C call in big batches
 
 
@@ -178,3 +179,24 @@ class NativeBloomFilter(BloomFilter):
         # C wrote only 0/1 bytes: viewed as C _Bool, tolist() builds the bools in C (8 ns/key,
         # half of ffi.unpack's cost).
         return memoryview(out).cast("?").tolist()  # type: ignore[return-value]
+
+
+def positions(keys: list[Any], num_bits: int, num_hashes: int, seed: int) -> list[int]:
+    """The k bit indexes of each key, flat (key i's at [i*k, i*k + k)), from the C core.
+
+    One C call per batch (keys as a buffer plus end offsets, so keys may hold NUL bytes); the
+    parameters are validated again in C, which refuses rather than writes out of bounds.
+    """
+    n = len(keys)
+    if not n:
+        return []
+    buf, ends = _offsets(keys)
+    total = n * num_hashes
+    out = _new("uint64_t[]", total)
+    rc = _positions(num_bits, num_hashes, seed, buf, len(buf), ends, n, out, total)
+    if rc != n:
+        raise ValueError(
+            f"cache_core C core rejected positions(num_bits={num_bits}, "
+            f"num_hashes={num_hashes}) (code {rc})"
+        )
+    return ffi.unpack(out, total)  # type: ignore[no-any-return]

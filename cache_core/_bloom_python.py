@@ -15,7 +15,7 @@ from bitarray import bitarray
 from ._bloom import BloomFilter, check_keys_iterable
 from ._hashing import Key, key_bytes
 
-__all__ = ["PythonBloomFilter"]
+__all__ = ["PythonBloomFilter", "positions"]
 
 _M64 = (1 << 64) - 1
 _hash64 = mmh3.hash64
@@ -83,3 +83,12 @@ class PythonBloomFilter(BloomFilter):
         check_keys_iterable(keys)
         contains = self.__contains__
         return [contains(key) for key in keys]
+
+
+def positions(keys: list[object], num_bits: int, num_hashes: int, seed: int) -> list[int]:
+    """The k bit indexes of each key, flat (key i's at [i*k, i*k + k)): the reference rule."""
+    out: list[int] = []
+    for key in keys:
+        h1, h2 = _hash64(key_bytes(key), seed, x64arch=True, signed=False)
+        out.extend(((h1 + i * h2) & _M64) % num_bits for i in range(num_hashes))
+    return out

@@ -223,11 +223,64 @@ def memoize_scenario(ctx: DemoContext) -> None:
     print(f"   after cache_clear():  loader calls: {db.calls}   {get_user.cache_info()}")
 
 
+class _EveryKey:
+    """A "bloom filter" that holds every key: ProtectedCache with negative caching only."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def add(self, key: object) -> None:
+        pass
+
+    def update(self, keys: object) -> None:
+        pass
+
+    def contains_many(self, keys: Any) -> list[bool]:
+        return [True for _ in keys]
+
+
+def penetration(ctx: DemoContext) -> None:
+    """10k requests for ids that do not exist: no guard, negative caching only, bloom guard."""
+    import random
+
+    from ._bloom import BloomFilter  # here, so the other scenarios do not depend on them
+    from ._protected import ProtectedCache
+
+    print("\n== penetration: 10k requests for 2k distinct ids that do not exist (10k ids do)")
+    existing = [f"user:{i}" for i in range(10_000)]
+    rng = random.Random(6)
+    requests = [f"user:{1_000_000 + rng.randrange(2_000)}" for _ in range(10_000)]
+    bloom = BloomFilter(10_000, 0.01)
+    bloom.update(existing)  # filled from the database's ids
+    modes: dict[str, Any] = {"no guard": None, "negative caching only": _EveryKey()}
+    modes["bloom guard + negative caching"] = bloom
+    for n, (label, guard_bloom) in enumerate(modes.items()):
+        typed: TypedCache[Any] = TypedCache(ctx.byte_cache(f"penetration-{n}"))
+        db = CountingLoader()
+        start = time.perf_counter()
+        if guard_bloom is None:
+            for key in requests:  # the original design: a miss goes to the database, always
+                if typed.get(key, None) is None:
+                    value = db(None)
+                    if value is not None:
+                        typed.set(key, value)
+            extra = ""
+        else:
+            guard: ProtectedCache[Any] = ProtectedCache(typed, guard_bloom, null_ttl=300)
+            for key in requests:
+                guard.get_or_set(key, db)
+            s = guard.stats()
+            extra = f"   rejected: {s.rejected:>5}   tombstone hits: {s.negative_hits:>5}"
+        wall = time.perf_counter() - start
+        print(f"   {label:<31} database calls: {db.calls:>5}{extra}   wall: {wall * 1000:6.0f} ms")
+
+
 SCENARIOS: dict[str, Scenario] = {
     "stampede": stampede,
     "multilevel": multilevel,
     "avalanche": avalanche,
     "memoize": memoize_scenario,
+    "penetration": penetration,
 }
 
 

@@ -443,6 +443,39 @@ int64_t cc_bloom_contains_offsets(const cc_bloom *b, const char *buf, size_t len
     return (int64_t)nkeys;
 }
 
+/* ---------------------------------------------------------------- positions only */
+
+int64_t cc_bloom_positions(uint64_t nbits, uint32_t k, uint32_t seed, const char *buf,
+                           size_t len, const uint64_t *ends, size_t nkeys, uint64_t *out,
+                           size_t outlen) {
+    if (nbits < 1 || nbits > CC_MAX_BITS || k < 1 || k > CC_MAX_HASHES ||
+        (buf == NULL && len != 0) || (ends == NULL && nkeys != 0) ||
+        (out == NULL && nkeys != 0) || nkeys > (size_t)INT64_MAX) {
+        return CC_EINVAL;
+    }
+    /* nkeys * k must fit in out: compared by division, so the product never overflows. */
+    if (nkeys != 0 && nkeys > outlen / k) {
+        return CC_EINVAL;
+    }
+    if (!ends_ok(len, ends, nkeys)) {
+        return CC_EKEYS;
+    }
+    /* mod_m reads only nbits and recip: a state without a bit array is enough here. */
+    cc_bloom b = {NULL, 0, nbits, k, seed, UINT64_MAX / nbits};
+    uint64_t start = 0;
+    size_t t = 0;
+    for (size_t i = 0; i < nkeys; i++) {
+        uint64_t h1, h2;
+        murmur3_x64_128((const uint8_t *)buf + start, (size_t)(ends[i] - start), seed, &h1, &h2);
+        for (uint32_t j = 0; j < k; j++, t++) {
+            out[t] = mod_m(h1, &b);
+            h1 += h2;
+        }
+        start = ends[i];
+    }
+    return (int64_t)nkeys;
+}
+
 /* ---------------------------------------------------------------- whole-array helpers */
 
 int64_t cc_popcount(const uint8_t *bits, size_t n) {

@@ -62,6 +62,16 @@ int64_t cc_bloom_contains_offsets(const cc_bloom *b, const char *buf, size_t len
                                   const uint64_t *ends, size_t nkeys, uint8_t *out,
                                   size_t outlen);
 
+/* Bit positions without a filter: for nkeys keys given as buf + end offsets (as in
+ * cc_bloom_add_offsets), writes the k indexes of key i to out[i*k .. i*k + k - 1], in the order
+ * add() sets them (idx_j = (h1 + j*h2 mod 2^64) mod nbits). For a filter that lives elsewhere (a
+ * Redis string): no bit array is needed. nbits in [1, CC_MAX_BITS], k in [1, CC_MAX_HASHES],
+ * outlen >= nkeys * k. Returns nkeys, CC_EINVAL on bad parameters or a too-small out, CC_EKEYS on
+ * bad offsets; nothing is written on an error. */
+int64_t cc_bloom_positions(uint64_t nbits, uint32_t k, uint32_t seed, const char *buf,
+                           size_t len, const uint64_t *ends, size_t nkeys, uint64_t *out,
+                           size_t outlen);
+
 /* Whole-array helpers for approx_count and set operations (n = bytes). */
 int64_t cc_popcount(const uint8_t *bits, size_t n);
 int cc_bits_or(uint8_t *dst, const uint8_t *src, size_t n);

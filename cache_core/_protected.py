@@ -1,0 +1,224 @@
+"""ProtectedCache: a penetration guard (a bloom filter of the keys that may exist + negative cache).
+
+Requests for ids that do not exist (a scan, a bug, an attack) miss the cache every time and would
+each reach the database. Two defences, in this order:
+
+1. the bloom filter holds every key that **may exist** (filled from the database's ids, by the
+   warmer, by ``set``); a key it does not hold is answered ``None`` at once, without the loader
+   and without a cache round trip (the original design did the opposite: it sent exactly those
+   keys to the database);
+2. a key that passes the filter but whose loader returns ``None`` (a false positive, or a row
+   deleted since) is negative-cached for ``null_ttl``: a **tombstone** entry, the typed layer's
+   envelope with no payload and the tombstone flag (``CC 01 02 <serializer id>``, 4 bytes),
+   written through the TypedCache's byte cache. A cached ``None`` *value* is a normal envelope
+   holding ``null``, so the two never mix; ``TypedCache.get`` raises SerializationError on a
+   tombstone rather than pretend it is a value.
+
+An exception from the loader is an outage, not an answer: it propagates and nothing is cached.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final, Generic, NamedTuple, TypeVar
+
+from ._envelope import FLAG_TOMBSTONE, MAGIC, VERSION, pack
+from ._stats import Counter
+from ._typed import TypedCache
+from ._validate import TTL, check_key, ttl_seconds
+from .errors import BackendError, SerializationError
+
+__all__ = ["ProtectedCache", "ProtectedCacheStats"]
+
+T = TypeVar("T")
+log = logging.getLogger("cache_core")
+
+_BLOOM_METHODS: Final = ("__contains__", "add", "update", "contains_many")
+
+
+class _Absent(Exception):
+    """Raised inside the TypedCache singleflight when the loader found nothing.
+
+    The tombstone is written before it is raised, so it is stored before the flight's waiters
+    are released; each waiter receives (a copy of) this exception and answers None.
+    """
+
+
+class ProtectedCacheStats(NamedTuple):
+    """Counters since the guard was built (each exact under threads)."""
+
+    rejected: int
+    """Requests answered None because the bloom filter does not hold the key."""
+    negative_hits: int
+    """Requests answered None from a tombstone (no loader call)."""
+    hits: int
+    """Requests answered with a cached value by the first read."""
+    misses: int
+    """Requests that passed the filter and found neither value nor tombstone."""
+    loads: int
+    """Loader calls (including the ones that raised or returned None)."""
+    negative_stores: int
+    """Loader calls that returned None, each one stored a tombstone."""
+
+
+class ProtectedCache(Generic[T]):
+    """A TypedCache behind a penetration guard: bloom filter first, then negative caching.
+
+    ``bloom`` holds the keys that may exist: a local ``BloomFilter``, a ``BloomSnapshot``, a
+    ``RedisBloomFilter`` or anything with ``add``, ``update``, ``in`` and ``contains_many``.
+    ``null_ttl`` (300 s): how long "does not exist" is remembered.
+
+    ``get_or_set`` runs the loader inside the TypedCache's singleflight (with its lease lock,
+    TTL jitter and other options), so concurrent callers for one missing key cost one loader
+    call, and the tombstone of a ``None`` result is stored by that same flight. Note for
+    ``TypedCache.stats()``: a load that found nothing is counted there as a ``load_error``.
+    """
+
+    __slots__ = (
+        "_bloom",
+        "_contains",
+        "_fid",
+        "_hits",
+        "_loads",
+        "_misses",
+        "_negative_hits",
+        "_negative_stores",
+        "_null_ttl",
+        "_rejected",
+        "_tomb_prefix",
+        "_tombstone",
+        "_typed",
+    )
+
+    def __init__(self, cache: TypedCache[T], bloom: Any, *, null_ttl: TTL = 300) -> None:
+        if not isinstance(cache, TypedCache):
+            raise TypeError(f"cache must be a TypedCache, not {type(cache).__name__}")
+        missing = [m for m in _BLOOM_METHODS if not callable(getattr(bloom, m, None))]
+        if missing:
+            raise TypeError(
+                f"bloom must be a bloom filter (add, update, in, contains_many), "
+                f"{type(bloom).__name__} lacks {', '.join(missing)}"
+            )
+        seconds = ttl_seconds(null_ttl, None, "null_ttl")
+        if seconds is None:
+            raise TypeError("null_ttl must be a number of seconds or a timedelta, not None")
+        self._typed = cache
+        self._bloom = bloom
+        self._contains = bloom.__contains__
+        self._null_ttl = seconds
+        self._fid: int = cache._fid
+        self._tombstone = pack(self._fid, b"", tombstone=True)
+        self._tomb_prefix = bytes((MAGIC, VERSION, FLAG_TOMBSTONE, self._fid))
+        self._rejected = Counter()
+        self._negative_hits = Counter()
+        self._hits = Counter()
+        self._misses = Counter()
+        self._loads = Counter()
+        self._negative_stores = Counter()
+
+    @property
+    def cache(self) -> TypedCache[T]:
+        return self._typed
+
+    @property
+    def bloom(self) -> Any:
+        return self._bloom
+
+    @property
+    def null_ttl(self) -> float:
+        return self._null_ttl
+
+    def stats(self) -> ProtectedCacheStats:
+        return ProtectedCacheStats(
+            self._rejected.value,
+            self._negative_hits.value,
+            self._hits.value,
+            self._misses.value,
+            self._loads.value,
+            self._negative_stores.value,
+        )
+
+    def __repr__(self) -> str:
+        return f"ProtectedCache({self._typed!r}, bloom={self._bloom!r}, null_ttl={self._null_ttl})"
+
+    def is_tombstone(self, data: bytes | None) -> bool:
+        """True if ``data`` (raw bytes of the byte cache) is a negative-cache entry."""
+        return data is not None and data[:4] == self._tomb_prefix
+
+    def get_or_set(self, key: str, fn: Callable[[], T | None], ttl: TTL | None = None) -> T | None:
+        """The value of ``key``, loading it with ``fn`` on a miss; None if it does not exist.
+
+        Not in the bloom filter -> None, ``fn`` not called. Tombstone -> None. Cached value ->
+        that value. Otherwise ``fn()`` (once per key at a time): a value is stored for ``ttl``;
+        None stores a tombstone for ``null_ttl`` and returns None; an exception propagates and
+        stores nothing.
+        """
+        if type(key) is not str or not key:
+            check_key(key)
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        if not self._contains(key):
+            self._rejected.incr()
+            return None
+        if ttl is not None:
+            ttl_seconds(ttl, None)
+        typed = self._typed
+        data = typed._read(key)  # a backend failure reads as a miss, as in TypedCache
+        if data is not None:
+            if data[:4] == self._tomb_prefix:
+                self._negative_hits.incr()
+                return None
+            if data[:4] == typed._prefix:  # a plain value: decode here, no second read
+                try:
+                    value: T = typed._loads(data[4:])  # type: ignore[assignment]
+                except SerializationError:
+                    pass  # TypedCache repairs it below
+                else:
+                    self._hits.incr()
+                    return value
+            # An entry with metadata (early refresh, stale-while-revalidate) or undecodable:
+            # TypedCache's own read-through applies its rules to it.
+            try:
+                return typed.get_or_set(key, self._loader(key, fn), ttl)
+            except _Absent:
+                return None
+        self._misses.incr()
+        try:
+            return typed._load(key, self._loader(key, fn), ttl, typed._options)
+        except _Absent:
+            return None
+
+    def _loader(self, key: str, fn: Callable[[], T | None]) -> Callable[[], T]:
+        """``fn`` wrapped for the singleflight: None becomes a stored tombstone + _Absent."""
+
+        def load() -> T:
+            # A flight that ended just before this one began may have stored a tombstone that
+            # TypedCache's own double-check does not recognise as a value: look for it here.
+            if self.is_tombstone(self._typed._read(key)):
+                self._negative_hits.incr()
+                raise _Absent(key)
+            self._loads.incr()
+            value = fn()
+            if value is not None:
+                return value
+            self._negative_stores.incr()
+            try:
+                self._typed.cache.set(key, self._tombstone, self._null_ttl)
+            except BackendError as exc:
+                log.debug("cache_core: tombstone for %r not stored: %s", key, exc)
+            raise _Absent(key)
+
+        return load
+
+    def set(self, key: str, value: T, ttl: TTL | None = None) -> None:
+        """Store ``value`` and add ``key`` to the bloom filter (first, so no reader is turned
+        away between the two), replacing any tombstone."""
+        check_key(key)
+        self._bloom.add(key)
+        self._typed.set(key, value, ttl)
+
+    def delete(self, key: str) -> bool:
+        """Remove the cached value or tombstone. The key stays in the bloom filter (a bloom
+        filter cannot remove); the next read reloads it and, if gone, negative-caches it."""
+        return self._typed.delete(key)
