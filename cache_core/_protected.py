@@ -25,7 +25,7 @@ from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from ._envelope import FLAG_TOMBSTONE, MAGIC, VERSION, pack
 from ._stats import Counter
-from ._typed import TypedCache
+from ._typed import NoValue, TypedCache
 from ._validate import TTL, check_key, ttl_seconds
 from .errors import BackendError, SerializationError
 
@@ -37,7 +37,7 @@ log = logging.getLogger("cache_core")
 _BLOOM_METHODS: Final = ("__contains__", "add", "update", "contains_many")
 
 
-class _Absent(Exception):
+class _Absent(NoValue):
     """Raised inside the TypedCache singleflight when the loader found nothing.
 
     The tombstone is written before it is raised, so it is stored before the flight's waiters

@@ -44,6 +44,19 @@ FROM_URL_DEFAULTS: Final[dict[str, Any]] = {
 
 _SCAN_COUNT: Final = 1000
 _MAX_PENDING_DELETES: Final = 100_000
+_SET_MANY_CHUNK: Final = 1000
+# KEYS[i] gets ARGV[2i-1], expiring after ARGV[2i] ms (0: no expiry).
+_SET_MANY: Final = """
+for i = 1, #KEYS do
+    local px = tonumber(ARGV[2 * i])
+    if px > 0 then
+        redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', px)
+    else
+        redis.call('SET', KEYS[i], ARGV[2 * i - 1])
+    end
+end
+return #KEYS
+"""
 _R = TypeVar("_R")
 log = logging.getLogger("cache_core")
 _DEFAULT_BREAKER: Final[Any] = object()
@@ -132,6 +145,7 @@ class RedisCache:
         self._pending_deletes: dict[str, None] = {}
         self._pending_lock = threading.Lock()
         self._replay_lock = threading.Lock()
+        self._set_many_script = client.register_script(_SET_MANY)
 
     @classmethod
     def from_url(
@@ -495,14 +509,7 @@ class RedisCache:
             else:
                 self.run("MSET", self._client.mset, mapping)
         else:
-
-            def pipelined() -> None:
-                pipe = self._client.pipeline(transaction=False)
-                for key, value in checked.items():
-                    pipe.set(kp + key, value, px=px)
-                pipe.execute()
-
-            self.run("MSET", pipelined)
+            self._set_many([(kp + k, v, px) for k, v in checked.items()])
         if self._pending_deletes:
             self._forget_deletes(checked)
 
@@ -512,16 +519,39 @@ class RedisCache:
         if not checked:
             return
         kp = self._kp
-
-        def pipelined() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            for key, (value, seconds) in checked.items():
-                pipe.set(kp + key, value, px=None if seconds is None else ttl_ms(seconds))
-            pipe.execute()
-
-        self.run("MSET", pipelined)
+        self._set_many(
+            [
+                (kp + key, value, None if seconds is None else ttl_ms(seconds))
+                for key, (value, seconds) in checked.items()
+            ]
+        )
         if self._pending_deletes:
             self._forget_deletes(checked)
+
+    def _set_many(self, rows: list[tuple[str, bytes, int | None]]) -> None:
+        """SET each (redis key, value, px or None) in one round trip per chunk.
+
+        On one server: a Lua script per chunk of up to 1000 keys, so redis-py packs and parses
+        one command instead of one per key (the warming path). On a cluster the keys span
+        slots: a non-transactional pipeline, which redis-py splits per node.
+        """
+        if self._cluster:
+
+            def pipelined() -> None:
+                pipe = self._client.pipeline(transaction=False)
+                for rkey, value, px in rows:
+                    pipe.set(rkey, value, px=px)
+                pipe.execute()
+
+            self.run("MSET", pipelined)
+            return
+        for start in range(0, len(rows), _SET_MANY_CHUNK):
+            chunk = rows[start : start + _SET_MANY_CHUNK]
+            args: list[Any] = []
+            for _, value, px in chunk:
+                args.append(value)
+                args.append(px or 0)
+            self.run("MSET", self._set_many_script, [r[0] for r in chunk], args)
 
     def mdelete(self, keys: Iterable[str]) -> int:
         """UNLINK (split per slot on a cluster); returns how many keys existed.

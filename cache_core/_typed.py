@@ -108,6 +108,14 @@ def _check_options(
     )
 
 
+class NoValue(Exception):
+    """Raised by a loader to end a flight without a value, which is not a load error.
+
+    The singleflight hands it to every waiter; ``ProtectedCache`` raises it after storing a
+    tombstone for a key that does not exist.
+    """
+
+
 _OWN_SERIALIZERS: Final = (JSONSerializer, PickleSerializer, CompressedSerializer)
 
 
@@ -633,6 +641,8 @@ class TypedCache(Generic[T]):
         start = self._clock()
         try:
             value = fn()
+        except NoValue:
+            raise  # a loader that found nothing (ProtectedCache): not an error
         except BaseException:
             self._load_errors.incr()
             raise

@@ -86,6 +86,7 @@ def test_loader_none_is_negative_cached(guard: ProtectedCache[Any]) -> None:
     assert raw[0] == 0xCC and raw[2] & 0x02  # the envelope's tombstone flag
     with pytest.raises(SerializationError, match="tombstone"):
         guard.cache.get("user:3")  # a tombstone never passes for a value
+    assert guard.cache.stats().load_errors == 0  # "does not exist" is not a failed load
 
 
 def test_cached_none_value_is_a_hit_not_a_tombstone(guard: ProtectedCache[Any]) -> None:
