@@ -276,7 +276,9 @@ class TypedCache(Generic[T]):
 
     def _ttls(self, ttl: TTL | None, opts: _Options) -> tuple[float | None, float | None]:
         """(logical TTL after jitter, physical TTL to write: logical + stale window)."""
-        base = self._base_ttl(ttl)
+        return self._jittered(self._base_ttl(ttl), opts)
+
+    def _jittered(self, base: float | None, opts: _Options) -> tuple[float | None, float | None]:
         if base is None:
             return None, None
         logical = jittered(base, opts.ttl_jitter, self._random)
@@ -361,11 +363,11 @@ class TypedCache(Generic[T]):
         if not isinstance(items, Mapping):
             raise TypeError(f"items must be a Mapping[str, T], not {type(items).__name__}")
         opts = self._options
-        self._base_ttl(ttl)  # validate before encoding anything
+        base = self._base_ttl(ttl)  # validated once, before encoding anything
         entries: dict[str, tuple[bytes, float | None]] = {}
         for key, value in items.items():
             check_key(key)
-            logical, physical = self._ttls(ttl, opts)
+            logical, physical = self._jittered(base, opts)  # a TTL of its own per key
             entries[key] = (self._encode(key, value, opts, logical, 0.0), physical)
         if not entries:
             return
