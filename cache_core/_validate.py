@@ -87,8 +87,10 @@ def ttl_seconds(ttl: object, default: float | None, name: str = "ttl") -> float 
     """
     if ttl is None:
         return default
-    if type(ttl) is float and 0.0 < ttl < math.inf:  # the common case, checked cheaply
+    if type(ttl) is float and 0.0 < ttl < math.inf:  # the common cases, checked cheaply
         return ttl
+    if type(ttl) is int and ttl > 0:
+        return float(ttl)
     if isinstance(ttl, timedelta):
         seconds = ttl.total_seconds()
     elif isinstance(ttl, int | float) and not isinstance(ttl, bool):

@@ -64,7 +64,12 @@ def _wait(predicate: Any, timeout: float) -> float:
     return time.monotonic() - start
 
 
-def run(server: RedisServer, *, threads: int = 32, phase_seconds: float = 0.6) -> Report:
+def run(
+    server: RedisServer, *, threads: int = 32, phase_seconds: float = 0.6, think: float = 0.0
+) -> Report:
+    """Run the scenario; ``think`` seconds of sleep between a worker's calls model the rest of
+    a request (I/O that releases the GIL). With 0, the 32 workers are CPU-bound loops, and a
+    thread waking from the loader's sleep can wait a whole GIL switch interval (5 ms)."""
     report = Report()
     breaker = CircuitBreaker(failure_threshold=5, reset_timeout=RESET_TIMEOUT)
     l2 = RedisCache.from_url(server.url, prefix="fi", socket_timeout=0.2, breaker=breaker)
@@ -94,6 +99,8 @@ def run(server: RedisServer, *, threads: int = 32, phase_seconds: float = 0.6) -
     def worker(seed: int) -> None:
         rng = random.Random(seed)
         while not stop.is_set():
+            if think:
+                time.sleep(think)
             roll = rng.random()
             key = "victim" if roll < 0.05 else rng.choice(KEYS)
             if roll < 0.9 or key == "victim":
