@@ -24,7 +24,10 @@ import secrets
 import time
 from typing import Any, Final
 
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from ._redis import RedisCache
+from .errors import BackendError
 
 __all__ = ["LeaseLock", "LeaseLockFactory", "slot_tag"]
 
@@ -109,17 +112,21 @@ class LeaseLockFactory:
         self._extend = client.register_script(_EXTEND)
         self._follow = client.register_script(_FOLLOW)
         timeout = client.get_connection_kwargs().get("socket_timeout")
-        # BLPOP must return before the socket times out, or redis-py reports an error.
-        self._max_block = 1.0 if timeout is None else max(0.01, float(timeout) * 0.8)
+        # BLPOP must return before the socket times out, or redis-py reports an error. Redis
+        # (hz 10) notices a blocking timeout on its next tick, up to ~100 ms late: keep that
+        # much, plus a margin, below the socket timeout.
+        self._max_block = 1.0 if timeout is None else max(0.01, float(timeout) - 0.15)
 
     def lock(self, key: str, lease: float) -> LeaseLock:
-        value_key = self.key_prefix + key
-        tag = slot_tag(value_key)
+        # The tag puts the lock in the value's slot; the key itself keeps locks of different
+        # keys apart even when they share a tag (a prefix like "{app}", keys like "x{7}").
+        kp = self.key_prefix
+        tag = slot_tag(kp + key)
         return LeaseLock(
             self,
-            f"{self.key_prefix}{_LOCK_MARK}{{{tag}}}",
-            f"{self.key_prefix}{_DONE_MARK}{{{tag}}}",
-            f"{self.key_prefix}{_WAITERS_MARK}{{{tag}}}",
+            f"{kp}{_LOCK_MARK}{{{tag}}}:{key}",
+            f"{kp}{_DONE_MARK}{{{tag}}}:{key}",
+            f"{kp}{_WAITERS_MARK}{{{tag}}}:{key}",
             lease,
         )
 
@@ -182,7 +189,13 @@ class LeaseLock:
                 return False
             # Short BLPOPs: redis-py must not hit its socket timeout while we block.
             block = min(left, f._max_block)
-            if f.cache.run("lock wait", f.client.blpop, [self.done_key], timeout=block):
-                return True
+            try:
+                if f.cache.run("lock wait", f.client.blpop, [self.done_key], timeout=block):
+                    return True
+            except BackendError as exc:
+                if not isinstance(exc.__cause__, RedisTimeoutError):
+                    raise
+                # Redis answered the BLPOP after the socket timeout (a late tick on a very
+                # short socket_timeout): the connection was dropped; look again.
             if not self.is_locked():
                 return True  # the holder's lease ran out without a release: look again

@@ -516,9 +516,14 @@ class TypedCache(Generic[T]):
 
     def _load(self, key: str, fn: Callable[[], T], ttl: TTL | None, opts: _Options) -> T:
         """The blocking miss path: one loader per key, everyone gets (a copy of) its value."""
-        (value, encoded, runner), _ = self._flight.do(
-            key, lambda: self._fill(key, fn, ttl, opts, blocking=True)
-        )
+        while True:
+            (value, encoded, runner), _ = self._flight.do(
+                key, lambda: self._fill(key, fn, ttl, opts, blocking=True)
+            )
+            if value is not _BUSY:
+                break
+            # We joined a non-blocking refresh that gave way to another process's lease: it
+            # has no value for us. Its flight is over; the next do() is our own blocking fill.
         if runner != threading.get_ident() and encoded is not None:
             # Waiters get their own decoded copy: no mutable object is shared between requests.
             return self._decode(encoded)  # type: ignore[no-any-return]
@@ -539,6 +544,8 @@ class TypedCache(Generic[T]):
             result = self._flight.try_do(
                 key, lambda: self._fill(key, fn, ttl, opts, blocking=False, stale=stale)
             )
+        except NoValue:
+            raise  # the loader says the key does not exist (ProtectedCache): not a failure
         except Exception as exc:
             if not stale:
                 # An early refresh failed while the current value is still fresh: serve it.
@@ -595,7 +602,7 @@ class TypedCache(Generic[T]):
                     # value between our read and our acquire.
                     found = self._fresh(self._read(key))
                     if found is not None:
-                        lock.release()
+                        self._release(key, lock)
                         return found[0], found[1], me
                 if not holding:
                     lock = None
@@ -607,11 +614,15 @@ class TypedCache(Generic[T]):
             return self._run_loader(key, fn, ttl, opts, me)
         finally:
             if lock is not None:
-                try:
-                    lock.release()
-                except BackendError as exc:
-                    self._backend_errors.incr()
-                    log.debug("cache_core: lease release for %r failed: %s", key, exc)
+                self._release(key, lock)
+
+    def _release(self, key: str, lock: LeaseLock) -> None:
+        """Release the lease; a failure only costs followers the wait until it expires."""
+        try:
+            lock.release()
+        except BackendError as exc:
+            self._backend_errors.incr()
+            log.debug("cache_core: lease release for %r failed: %s", key, exc)
 
     def _follow(
         self, key: str, lock: LeaseLock, opts: _Options

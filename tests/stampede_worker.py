@@ -23,7 +23,7 @@ def main() -> None:
     url, prefix, threads, loader_s, mode = sys.argv[1:6]
     n = int(threads)
     admin = redis.Redis.from_url(url)
-    cache = RedisCache.from_url(url, prefix=prefix, socket_timeout=2.0)
+    cache = RedisCache.from_url(url, prefix=prefix)  # the default 0.25 s socket timeout
     typed: TypedCache[dict[str, int]] = TypedCache(
         cache, distributed_lock=(mode != "nolock"), lock_timeout=3.0
     )

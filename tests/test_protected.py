@@ -154,6 +154,19 @@ def test_tombstone_expires_after_null_ttl(clock: FakeClock) -> None:
     assert db.calls == 2
 
 
+def test_a_stale_refresh_that_finds_nothing_is_not_a_failed_refresh(clock: FakeClock) -> None:
+    typed: TypedCache[Any] = TypedCache(
+        MemoryCache(timer=clock), stale_ttl=60, ttl_jitter=0.0, clock=clock
+    )
+    guard = ProtectedCache(typed, bloom_of(EXISTING))
+    assert guard.get_or_set("user:8", lambda: {"id": 8}, ttl=10) == {"id": 8}
+    clock.advance(11)  # stale: this read refreshes, and the row is gone from the database
+    assert guard.get_or_set("user:8", lambda: None, ttl=10) is None
+    assert typed.stats().stale_errors_served == 0
+    assert guard.get_or_set("user:8", lambda: {"id": 8}, ttl=10) is None  # tombstone now
+    assert guard.stats().negative_hits == 1
+
+
 def test_tombstone_pttl_on_redis(redis_client: redis.Redis, unique_prefix: str) -> None:
     cache = RedisCache(redis_client, prefix=unique_prefix)
     guard = ProtectedCache(TypedCache(cache), bloom_of(EXISTING), null_ttl=45)

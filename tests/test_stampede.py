@@ -330,6 +330,50 @@ def test_lock_and_value_share_a_cluster_slot(cluster_client: RedisCluster) -> No
         assert lock.release()
 
 
+def test_keys_sharing_a_hash_tag_have_separate_locks(cluster_client: RedisCluster) -> None:
+    factory = LeaseLockFactory(RedisCache(cluster_client, prefix="{app}"))
+    one, two = factory.lock("user:1", 5.0), factory.lock("user:2", 5.0)
+    tagged_a, tagged_b = factory.lock("x{7}a", 5.0), factory.lock("y{7}b", 5.0)
+    assert one.try_acquire()
+    assert two.try_acquire()  # a different key: not blocked by user:1's lock
+    assert tagged_a.try_acquire()
+    assert tagged_b.try_acquire()
+    for lock in (one, two, tagged_a, tagged_b):
+        keys = {lock.lock_key, lock.done_key, lock.waiters_key}
+        assert len(keys) == 3
+        assert len({cluster_client.keyslot(k) for k in keys}) == 1
+        assert lock.release()
+
+
+def test_follower_waits_longer_than_the_socket_timeout(redis_server: RedisServer) -> None:
+    """from_url's 0.25 s socket timeout and a 0.6 s load: BLPOP waits in short slices."""
+    cache = RedisCache.from_url(redis_server.url, prefix="slow")
+    assert cache.breaker is not None
+    leader: TypedCache[str] = TypedCache(cache, distributed_lock=True, lock_timeout=5)
+    follower: TypedCache[str] = TypedCache(cache, distributed_lock=True, lock_timeout=5)
+    started = threading.Event()
+    calls = CountingLoader("v")
+
+    def slow() -> str:
+        calls()
+        started.set()
+        time.sleep(0.6)  # the load being waited for (longer than the socket timeout)
+        return "value"
+
+    results: list[str] = []
+    t = threading.Thread(target=lambda: results.append(leader.get_or_set("k", slow, ttl=60)))
+    t.start()
+    assert started.wait(5)
+    assert follower.get_or_set("k", slow, ttl=60) == "value"
+    t.join(5)
+    assert results == ["value"]
+    assert calls.calls == 1
+    assert follower.stats().lock_waits == 1
+    assert follower.stats().backend_errors == 0
+    assert cache.breaker.state == "closed"
+    cache.close()
+
+
 def test_lock_is_never_released_by_another_token(redis_client: redis.Redis) -> None:
     factory = LeaseLockFactory(RedisCache(redis_client, prefix="p"))
     holder = factory.lock("k", 5.0)
@@ -469,7 +513,7 @@ def test_killed_lock_holder_is_taken_over_within_the_lease(
     killed_at = time.monotonic()
     lock_timeout = 3.0
     typed: TypedCache[Any] = TypedCache(
-        RedisCache.from_url(redis_server.url, prefix=prefix, socket_timeout=2.0),
+        RedisCache.from_url(redis_server.url, prefix=prefix),  # default 0.25 s socket timeout
         distributed_lock=True,
         lock_timeout=lock_timeout,
     )
@@ -486,3 +530,57 @@ def test_killed_lock_holder_is_taken_over_within_the_lease(
     assert got == ["reloaded"]
     assert time.monotonic() - killed_at <= lock_timeout + 1.0
     assert int(redis_client.get(f"{prefix}:calls") or 0) == 1  # only the dead holder's call
+
+
+def test_a_miss_that_joins_a_refresh_which_gave_way_gets_a_real_value(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """A stale refresh finds the lease taken and gives way (no value); a blocking caller that
+    joined its flight must then load for itself, never receive the internal marker."""
+    typed: TypedCache[str] = TypedCache(
+        RedisCache(redis_client, prefix="busy"),
+        distributed_lock=True,
+        stale_ttl=60,
+        ttl_jitter=0.0,
+        clock=clock,
+    )
+    typed.get_or_set("k", lambda: "old", ttl=10)
+    clock.advance(11)  # stale: the next reader refreshes without blocking
+
+    in_acquire = threading.Event()
+    release = threading.Event()
+    real_lock = typed._locks.lock  # type: ignore[union-attr]
+    attempts: list[int] = []
+
+    class GatedLock:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def try_acquire(self) -> bool:
+            attempts.append(1)
+            if len(attempts) == 1:  # the refresher: another process "holds" the lease
+                in_acquire.set()
+                assert release.wait(5)
+                return False
+            return bool(self.inner.try_acquire())
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    typed._locks.lock = lambda key, lease: GatedLock(real_lock(key, lease))  # type: ignore[union-attr,method-assign]
+    results: dict[str, Any] = {}
+    refresher = threading.Thread(
+        target=lambda: results.__setitem__("A", typed.get_or_set("k", lambda: "new", ttl=10))
+    )
+    refresher.start()
+    assert in_acquire.wait(5)
+    opts = typed._options
+    miss = threading.Thread(
+        target=lambda: results.__setitem__("B", typed._load("k", lambda: "new", 10, opts))
+    )
+    miss.start()
+    assert wait_for(lambda: typed._flight.waiting("k") == 1)  # B joined A's flight
+    release.set()
+    refresher.join(5)
+    miss.join(5)
+    assert results == {"A": "old", "B": "new"}
