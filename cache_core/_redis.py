@@ -28,7 +28,7 @@ from ._validate import (
 )
 from .errors import BackendError, CacheMiss, CircuitOpenError
 
-__all__ = ["REDIS_ERRORS", "RedisCache", "escape_glob", "wrap_redis_error"]
+__all__ = ["REDIS_ERRORS", "RESERVED_MARK", "RedisCache", "escape_glob", "wrap_redis_error"]
 
 #: Every exception redis-py raises (RedisClusterException is not a RedisError).
 REDIS_ERRORS: Final = (RedisError, RedisClusterException)
@@ -45,6 +45,9 @@ FROM_URL_DEFAULTS: Final[dict[str, Any]] = {
 _SCAN_COUNT: Final = 1000
 _MAX_PENDING_DELETES: Final = 100_000
 _SET_MANY_CHUNK: Final = 1000
+#: Keys under a cache's prefix that start with this belong to the library (lease locks, shared
+#: bloom filters): ``clear()`` and ``scan_keys()`` leave them alone. Do not start keys with it.
+RESERVED_MARK: Final = "__cc"
 # KEYS[i] gets ARGV[2i-1], expiring after ARGV[2i] ms (0: no expiry).
 _SET_MANY: Final = """
 for i = 1, #KEYS do
@@ -142,7 +145,10 @@ class RedisCache:
         self._allow_clear_all = bool(allow_clear_all)
         self._owns_client = False
         self._breaker = breaker
-        self._pending_deletes: dict[str, None] = {}
+        # key -> sequence number of the failed delete, so a write only cancels older deletes
+        self._pending_deletes: dict[str, int] = {}
+        self._pending_seq = 0
+        self._reserved = (self._kp + RESERVED_MARK).encode()
         self._pending_lock = threading.Lock()
         self._replay_lock = threading.Lock()
         self._set_many_script = client.register_script(_SET_MANY)
@@ -304,14 +310,21 @@ class RedisCache:
                     )
                     break
                 if key not in self._pending_deletes:
-                    self._pending_deletes[key] = None
                     room -= 1
+                self._pending_seq += 1
+                self._pending_deletes[key] = self._pending_seq
 
-    def _forget_deletes(self, keys: Iterable[str]) -> None:
-        """A write of these keys reached Redis: their pending delete is superseded."""
+    def _forget_deletes(self, keys: Iterable[str], upto: int) -> None:
+        """Deletes of these keys numbered ``upto`` or lower are done or superseded by a write.
+
+        A delete that failed after the write started (a higher number) stays pending.
+        """
         with self._pending_lock:
+            pending = self._pending_deletes
             for key in keys:
-                self._pending_deletes.pop(key, None)
+                seq = pending.get(key)
+                if seq is not None and seq <= upto:
+                    del pending[key]
 
     def _replay_deletes(self) -> None:
         # Blocking, not skip-if-busy: a thread that went ahead while another replays could
@@ -319,15 +332,16 @@ class RedisCache:
         with self._replay_lock:
             with self._pending_lock:
                 batch = list(self._pending_deletes)
+                upto = self._pending_seq
             if not batch:
                 return
             try:
-                self._client.unlink(*[self._kp + k for k in batch])
+                for start in range(0, len(batch), _SCAN_COUNT):  # pages, like clear()
+                    self._client.unlink(*[self._kp + k for k in batch[start : start + _SCAN_COUNT]])
             except REDIS_ERRORS as exc:
                 log.debug("cache_core: replaying %d deletes failed: %s", len(batch), exc)
                 raise
-            # Forget only what was replayed; a delete that failed meanwhile stays pending.
-            self._forget_deletes(batch)
+            self._forget_deletes(batch, upto)
             log.info("cache_core: replayed %d deletes that failed during an outage", len(batch))
 
     # -- Cache -------------------------------------------------------------------------------
@@ -390,9 +404,10 @@ class RedisCache:
         data = check_value(value)
         px = self._px(ttl)
         rkey = self._kp + check_key(key)
+        upto = self._pending_seq
         self.run("SET", self._client.set, rkey, data, px=px)
         if self._pending_deletes:
-            self._forget_deletes([key])
+            self._forget_deletes([key], upto)
 
     def delete(self, key: str) -> bool:
         """UNLINK the key. If Redis is unreachable the delete is remembered and replayed.
@@ -430,10 +445,16 @@ class RedisCache:
             )
         match = escape_glob(self._kp) + "*" if self._kp else None
 
+        reserved = self._reserved
+
         def scan_and_unlink() -> int:
             removed = 0
             for page in self._scan_pages(match):
-                removed += int(self._client.unlink(*page))
+                # The library's own keys under the prefix (lease locks, shared bloom filters)
+                # are not cache entries: they expire by themselves or belong to the guard.
+                ours = [k for k in page if not k.startswith(reserved)]
+                if ours:
+                    removed += int(self._client.unlink(*ours))
             return removed
 
         return self.run("SCAN/UNLINK", scan_and_unlink)
@@ -467,13 +488,26 @@ class RedisCache:
             raise TypeError(f"match must be str, not {type(match).__name__}")
         pattern = escape_glob(self._kp) + match
         cut = len(self._kp)
+        reserved = self._reserved
+        breaker = self._breaker
+        if breaker is not None:
+            breaker.allow()
         try:
             for page in self._scan_pages(pattern):
                 for raw in page:
-                    text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
-                    yield text[cut:]
+                    if raw.startswith(reserved):
+                        continue  # the library's own keys: never reported as cache keys
+                    yield raw.decode("utf-8", "surrogateescape")[cut:]
         except REDIS_ERRORS as exc:
+            if breaker is not None:
+                breaker.record_failure(exc)
             raise wrap_redis_error("SCAN", exc) from exc
+        except BaseException:
+            if breaker is not None:
+                breaker.abandon()
+            raise
+        if breaker is not None:
+            breaker.record_success()
 
     # -- BatchCache --------------------------------------------------------------------------
 
@@ -502,6 +536,7 @@ class RedisCache:
         if not checked:
             return
         kp = self._kp
+        upto = self._pending_seq
         if px is None:
             mapping = {kp + k: v for k, v in checked.items()}
             if self._cluster:
@@ -511,7 +546,7 @@ class RedisCache:
         else:
             self._set_many([(kp + k, v, px) for k, v in checked.items()])
         if self._pending_deletes:
-            self._forget_deletes(checked)
+            self._forget_deletes(checked, upto)
 
     def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
         """Store items that each carry their own TTL: one pipelined round trip."""
@@ -519,6 +554,7 @@ class RedisCache:
         if not checked:
             return
         kp = self._kp
+        upto = self._pending_seq
         self._set_many(
             [
                 (kp + key, value, None if seconds is None else ttl_ms(seconds))
@@ -526,7 +562,7 @@ class RedisCache:
             ]
         )
         if self._pending_deletes:
-            self._forget_deletes(checked)
+            self._forget_deletes(checked, upto)
 
     def _set_many(self, rows: list[tuple[str, bytes, int | None]]) -> None:
         """SET each (redis key, value, px or None) in one round trip per chunk.

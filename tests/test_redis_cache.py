@@ -297,3 +297,30 @@ def test_cluster_from_url(redis_cluster: RedisClusterHarness) -> None:
         assert cache.get("k") == b"v"
         with pytest.raises(CacheMiss):
             cache.get("nope")
+
+
+def test_clear_and_scan_keys_leave_the_librarys_own_keys(redis_client: redis.Redis) -> None:
+    from cache_core import RedisBloomFilter
+    from cache_core._lease_lock import LeaseLockFactory
+
+    cache = RedisCache(redis_client, prefix="own")
+    bloom = RedisBloomFilter(cache, "users", 1000)
+    bloom.add("user:1")
+    lock = LeaseLockFactory(cache).lock("user:1", 30)
+    assert lock.try_acquire()
+    cache.mset({"user:1": b"a", "user:2": b"b"})
+    assert sorted(cache.scan_keys("*")) == ["user:1", "user:2"]
+    assert cache.clear() == 2  # the two entries; not the lock, not the shared filter
+    assert "user:1" in bloom
+    assert redis_client.get(lock.lock_key) == lock.token.encode()
+    assert list(cache.scan_keys("*")) == []
+
+
+def test_a_write_only_cancels_deletes_that_failed_before_it(redis_client: redis.Redis) -> None:
+    cache = RedisCache(redis_client, prefix="seq")
+    before = cache._pending_seq  # a write starts here ...
+    cache._remember_deletes(["k"])  # ... a delete of k fails while it is in flight ...
+    cache._forget_deletes(["k"], before)  # ... the write lands: it must not cancel that delete
+    assert cache.pending_deletes == 1
+    cache._forget_deletes(["k"], cache._pending_seq)  # a write that started after it does
+    assert cache.pending_deletes == 0
