@@ -37,6 +37,7 @@ every SETBIT/BITFIELD allocation and every GETRANGE small.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import threading
@@ -81,10 +82,48 @@ _META_FORMAT: Final = 1
 _PTR_MAGIC: Final = "ccbs1"
 
 
+class _Guarded:
+    """A RedisCache's client whose network calls go through ``RedisCache.run``.
+
+    So the shared filters obey the cache's circuit breaker (an open breaker fails them in
+    microseconds instead of a socket timeout each) and replay its pending deletes first.
+    Queueing commands on a pipeline does no I/O; only ``execute`` is guarded.
+    """
+
+    def __init__(self, cache: RedisCache) -> None:
+        self._cache = cache
+        self._client: Any = cache.client
+
+    def pipeline(self, transaction: bool = False) -> _GuardedPipeline:
+        return _GuardedPipeline(self._cache, self._client.pipeline(transaction=transaction))
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr) or name in _LOCAL_CLIENT_METHODS:
+            return attr
+        return functools.partial(self._cache.run, name.upper(), attr)
+
+
+class _GuardedPipeline:
+    def __init__(self, cache: RedisCache, pipe: Any) -> None:
+        self._cache = cache
+        self._pipe = pipe
+
+    def execute(self) -> Any:
+        return self._cache.run("pipeline", self._pipe.execute)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+
+# Client methods that do no network I/O.
+_LOCAL_CLIENT_METHODS: Final = frozenset({"get_connection_kwargs", "keyslot", "get_encoder"})
+
+
 def _resolve(target: object) -> tuple[Any, str]:
     """(client, key prefix) of a RedisCache (its client and namespace) or of a raw client."""
     if isinstance(target, RedisCache):
-        return target.client, target.redis_key_prefix
+        return _Guarded(target), target.redis_key_prefix
     if isinstance(target, redis.Redis | RedisCluster):
         if target.get_connection_kwargs().get("decode_responses"):
             raise ValueError("client must be built with decode_responses=False: bits are bytes")
@@ -92,6 +131,10 @@ def _resolve(target: object) -> tuple[Any, str]:
     raise TypeError(
         f"target must be a RedisCache, redis.Redis or RedisCluster, not {type(target).__name__}"
     )
+
+
+def _is_cluster(client: Any) -> bool:
+    return isinstance(client._client if isinstance(client, _Guarded) else client, RedisCluster)
 
 
 def _check_name(name: object) -> str:
@@ -112,9 +155,7 @@ def _head(client: Any, kp: str, mark: str, name: str) -> str:
         head = f"{kp}{mark}:{{{slot_tag(name)}}}:{name}"
     else:
         head = f"{kp}{mark}:{{{name}}}"
-    if isinstance(client, RedisCluster) and key_slot((head + ":a").encode()) != key_slot(
-        (head + ":b").encode()
-    ):
+    if _is_cluster(client) and key_slot((head + ":a").encode()) != key_slot((head + ":b").encode()):
         raise ValueError(
             f"the keys of {name!r} under prefix {kp!r} would not share a Redis Cluster slot "
             "(the prefix has braces that are not a hash tag); change the prefix"

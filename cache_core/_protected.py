@@ -60,6 +60,8 @@ class ProtectedCacheStats(NamedTuple):
     """Loader calls (including the ones that raised or returned None)."""
     negative_stores: int
     """Loader calls that returned None, each one stored a tombstone."""
+    filter_errors: int
+    """Requests let through because the bloom filter could not be asked (fail-open)."""
 
 
 class ProtectedCache(Generic[T]):
@@ -79,6 +81,7 @@ class ProtectedCache(Generic[T]):
         "_bloom",
         "_contains",
         "_fid",
+        "_filter_errors",
         "_hits",
         "_loads",
         "_misses",
@@ -116,6 +119,7 @@ class ProtectedCache(Generic[T]):
         self._misses = Counter()
         self._loads = Counter()
         self._negative_stores = Counter()
+        self._filter_errors = Counter()
 
     @property
     def cache(self) -> TypedCache[T]:
@@ -137,6 +141,7 @@ class ProtectedCache(Generic[T]):
             self._misses.value,
             self._loads.value,
             self._negative_stores.value,
+            self._filter_errors.value,
         )
 
     def __repr__(self) -> str:
@@ -158,7 +163,15 @@ class ProtectedCache(Generic[T]):
             check_key(key)
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        if not self._contains(key):
+        try:
+            present = self._contains(key)
+        except (BackendError, RuntimeError) as exc:
+            # A filter we cannot ask (Redis down, a snapshot never loaded) must not fail a
+            # request the loader can answer: let it through, as if the key may exist.
+            self._filter_errors.incr()
+            log.debug("cache_core: bloom filter unavailable for %r, not rejecting: %s", key, exc)
+            present = True
+        if not present:
             self._rejected.incr()
             return None
         if ttl is not None:

@@ -243,6 +243,45 @@ def test_backend_outage_answers_from_the_loader(fault_server: RedisServer) -> No
     cache.close()
 
 
+def test_a_redis_bloom_that_cannot_be_asked_lets_requests_through(
+    fault_server: RedisServer,
+) -> None:
+    from cache_core import RedisBloomFilter
+    from cache_core._breaker import CircuitBreaker
+
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=60)
+    cache = RedisCache.from_url(fault_server.url, prefix="p", breaker=breaker)
+    bloom = RedisBloomFilter(cache, "users", 1000)
+    bloom.add("user:1")
+    guard = ProtectedCache(TypedCache(cache), bloom)
+    fault_server.pause()  # connections hang: only the breaker keeps calls fast
+    try:
+        db = CountingLoader()
+        assert guard.get_or_set("user:1", lambda: db({"id": 1})) == {"id": 1}
+        assert breaker.state == "open"
+        start = time.monotonic()
+        for i in range(50):
+            assert guard.get_or_set(f"user:{i}", lambda: db("loaded")) is not None
+        assert time.monotonic() - start < 1.0  # no call waited for a socket timeout
+        assert guard.stats().filter_errors == 51
+    finally:
+        fault_server.resume()
+    cache.close()
+
+
+def test_a_snapshot_that_never_loaded_lets_requests_through() -> None:
+    from cache_core import BloomSnapshot
+
+    class Unloaded(BloomSnapshot):
+        def __init__(self) -> None:  # no Redis at all: the filter was never loaded
+            self._state = (None, None)
+            self._name = "never"
+
+    guard = ProtectedCache(TypedCache(MemoryCache()), Unloaded())
+    assert guard.get_or_set("user:1", lambda: 1) == 1
+    assert guard.stats().filter_errors == 1
+
+
 def test_redis_resident_bloom_as_the_guard(redis_client: redis.Redis, unique_prefix: str) -> None:
     cache = RedisCache(redis_client, prefix=unique_prefix)
     rbf = RedisBloomFilter(cache, "ids", 1000, 0.001)
@@ -260,9 +299,9 @@ def test_redis_resident_bloom_as_the_guard(redis_client: redis.Redis, unique_pre
 def test_stats_are_a_namedtuple(guard: ProtectedCache[Any]) -> None:
     s = guard.stats()
     assert s._fields == (
-        "rejected", "negative_hits", "hits", "misses", "loads", "negative_stores"
+        "rejected", "negative_hits", "hits", "misses", "loads", "negative_stores", "filter_errors"
     )  # fmt: skip
-    assert tuple(s) == (0, 0, 0, 0, 0, 0)
+    assert tuple(s) == (0, 0, 0, 0, 0, 0, 0)
 
 
 # -- argument checks ----------------------------------------------------------------------
