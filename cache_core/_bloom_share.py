@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import threading
 import uuid
@@ -72,6 +73,9 @@ from .errors import CacheMiss
 __all__ = ["BloomSnapshot", "RedisBloomFilter", "load_bloom", "save_bloom"]
 
 MIB: Final = 1 << 20
+#: How many keys added to a BloomSnapshot locally are kept to re-apply after each refresh.
+MAX_LOCAL_ADDS: Final = 1_000_000
+log = logging.getLogger("cache_core")
 DEFAULT_PART_BITS: Final = 1 << 26  # 8 MiB per Redis string
 MAX_PART_BITS: Final = 1 << 32  # Redis strings stop at 512 MB
 _OPS_PER_COMMAND: Final = 4096  # BITFIELD sub-operations per command
@@ -609,6 +613,7 @@ class BloomSnapshot:
         # (filter, pointer bytes) swapped as one object: readers never see a mismatched pair.
         self._state: tuple[BloomFilter | None, bytes | None] = (None, None)
         self._local_adds: list[bytes] = []
+        self._warned_full = False
         self._lock = threading.Lock()
 
     @property
@@ -671,6 +676,7 @@ class BloomSnapshot:
         with self._lock:
             self._state = (bf, pointer)
             self._local_adds = []
+            self._warned_full = False
         if old is not None and old != pointer:
             self._retire(old)
         return version
@@ -772,14 +778,35 @@ class BloomSnapshot:
         data = key_bytes(key)
         with self._lock:
             self._current().add(data)
-            self._local_adds.append(data)
+            self._remember_local([data])
 
     def update(self, keys: Iterable[Key]) -> None:
         check_keys_iterable(keys)
         data = [key_bytes(k) for k in keys]
         with self._lock:
             self._current().update(data)
+            self._remember_local(data)
+
+    def _remember_local(self, data: list[bytes]) -> None:
+        """Keep local adds for re-applying after a refresh, up to MAX_LOCAL_ADDS (then log).
+
+        A reader process that adds but never saves would otherwise grow this list forever;
+        past the cap, keys added here survive a refresh only if someone publishes them.
+        """
+        room = MAX_LOCAL_ADDS - len(self._local_adds)
+        if room >= len(data):
             self._local_adds.extend(data)
+            return
+        if room > 0:
+            self._local_adds.extend(data[:room])
+        if not self._warned_full:
+            self._warned_full = True
+            log.warning(
+                "cache_core: bloom snapshot %r holds %d unsaved local adds; more are not kept "
+                "across refreshes until save()",
+                self._name,
+                MAX_LOCAL_ADDS,
+            )
 
 
 def save_bloom(target: Any, name: str, bf: BloomFilter, *, chunk_size: int = MIB) -> str:

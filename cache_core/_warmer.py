@@ -191,9 +191,11 @@ class CacheWarmer(Generic[K, V]):
             else:
                 absent.append(k)
         if items:
-            self._typed.mset(items, ttl)
             if bloom is not None:
+                # Filter first (as ProtectedCache.set does): no reader is turned away between
+                # the two writes, and a failed mset leaves only harmless extra filter bits.
                 bloom.update(list(items))
+            self._typed.mset(items, ttl)
         return len(items), absent
 
     def refresh(

@@ -458,6 +458,25 @@ def test_local_adds_survive_a_refresh(redis_client: redis.Redis) -> None:
     ]  # fmt: skip
 
 
+def test_local_adds_kept_for_refresh_are_bounded(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cache_core import _bloom_share
+
+    monkeypatch.setattr(_bloom_share, "MAX_LOCAL_ADDS", 5)
+    writer = BloomSnapshot(redis_client, "cap")
+    writer.save(local("python", ["a"]))
+    reader = BloomSnapshot(redis_client, "cap")
+    reader.load()
+    with caplog.at_level("WARNING", logger="cache_core"):
+        reader.update([f"k{i}" for i in range(4)])
+        reader.update([f"k{i}" for i in range(4, 10)])
+        reader.add("k10")
+    assert len(reader._local_adds) == 5
+    assert caplog.text.count("unsaved local adds") == 1  # warned once, not per add
+    assert all(f"k{i}" in reader for i in range(11))  # the current filter has them all
+
+
 def test_snapshot_errors(redis_client: redis.Redis, fault_server: RedisServer) -> None:
     snap = BloomSnapshot(redis_client, "none")
     with pytest.raises(CacheMiss):
