@@ -198,22 +198,41 @@ class MultiLevelCache:
         but L1 still takes the values: this process keeps serving what it wrote or loaded for
         at most ``l1_ttl``, instead of sending every read of it to the loader for the length of
         the outage. Any other failure leaves L1 without the keys.
-        """
-        try:
-            write_l2()
-        except BackendError:
-            self._put_l1(entries)
-            raise
-        except BaseException:
-            self._drop_l1(list(entries))
-            raise
-        self._put_l1(entries)
 
-    def _put_l1(self, entries: dict[str, tuple[bytes, float | None]]) -> None:
+        Writes take part in the same epochs as promotions: if another write or a delete of a
+        key lands between this write's L2 step and its L1 step, this write does not put its
+        value in L1 but drops the key there (the next read promotes whatever L2 holds).
+        """
+        started = self._begin_reads(entries)
+        try:
+            try:
+                write_l2()
+            except BackendError:
+                self._put_l1(started, entries)
+                raise
+            except BaseException:
+                self._drop_l1(list(entries))
+                raise
+            self._put_l1(started, entries)
+        finally:
+            self._end_reads(started, {})
+
+    def _put_l1(
+        self,
+        started: dict[str, tuple[_Reading, int]],
+        entries: dict[str, tuple[bytes, float | None]],
+    ) -> None:
         with self._lock:
-            self._invalidate(entries)
+            overtaken: list[str] = []
             for key, (value, seconds) in entries.items():
-                self._l1.set(key, value, ttl=self._l1_seconds(seconds))
+                reading, epoch = started[key]
+                if reading.epoch == epoch:
+                    self._l1.set(key, value, ttl=self._l1_seconds(seconds))
+                else:  # a concurrent write or delete came after ours: L1 must not keep ours
+                    overtaken.append(key)
+            self._invalidate(entries)
+            if overtaken:
+                self._l1.mdelete(overtaken)
 
     def _drop_l1(self, keys: list[str]) -> int:
         with self._lock:

@@ -134,6 +134,61 @@ def test_set_racing_a_promotion_keeps_the_new_value(l2: RedisCache) -> None:
     assert cache.get("k") == b"new"
 
 
+def test_delete_landing_between_a_writes_two_steps_wins(l2: RedisCache) -> None:
+    """set: L2 written ... a delete (L2 + L1) ... set: L1 step. L1 must not keep the value."""
+    written = threading.Event()
+    proceed = threading.Event()
+
+    class GatedL2:
+        def set(self, key: str, value: bytes, ttl: Any = None) -> None:
+            l2.set(key, value, ttl=ttl)
+            written.set()
+            assert proceed.wait(5)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(l2, name)
+
+    l1 = MemoryCache()
+    cache = MultiLevelCache(l1, GatedL2(), l1_ttl=60)
+    writer = threading.Thread(target=lambda: cache.set("k", b"v"))
+    writer.start()
+    assert written.wait(5)
+    assert cache.delete("k") is True
+    proceed.set()
+    writer.join(5)
+    assert l1.get("k", None) is None
+    assert cache.get("k", None) is None  # both levels agree: deleted
+
+
+def test_two_writes_racing_leave_l1_agreeing_with_l2(l2: RedisCache) -> None:
+    first_written = threading.Event()
+    proceed = threading.Event()
+    calls: list[bytes] = []
+
+    class GatedL2:
+        def set(self, key: str, value: bytes, ttl: Any = None) -> None:
+            l2.set(key, value, ttl=ttl)
+            calls.append(value)
+            if value == b"A":
+                first_written.set()
+                assert proceed.wait(5)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(l2, name)
+
+    l1 = MemoryCache()
+    cache = MultiLevelCache(l1, GatedL2(), l1_ttl=60)
+    a = threading.Thread(target=lambda: cache.set("k", b"A"))
+    a.start()
+    assert first_written.wait(5)
+    cache.set("k", b"B")  # L2 = B, L1 = B, while A still has its L1 step to do
+    proceed.set()
+    a.join(5)
+    assert l2.get("k") == b"B"
+    assert l1.get("k", None) in (None, b"B")  # never A
+    assert cache.get("k") == b"B"
+
+
 def test_threaded_get_delete_storm_ends_consistent(l2: RedisCache) -> None:
     l1 = MemoryCache()
     cache = MultiLevelCache(l1, l2, l1_ttl=60)
