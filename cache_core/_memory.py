@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from cachetools import TLRUCache
@@ -164,6 +165,15 @@ class MemoryCache:
                 if self._data.pop(key, None) is not None:
                     removed += 1
         return removed
+
+    def scan_keys(self, match: str = "*") -> Iterator[str]:
+        """Unexpired keys matching the glob ``match`` (a snapshot taken under the lock)."""
+        if not isinstance(match, str):
+            raise TypeError(f"match must be str, not {type(match).__name__}")
+        with self._lock:
+            self._data.expire()
+            keys = list(self._data.keys())
+        return iter(fnmatch.filter(keys, match) if match != "*" else keys)
 
     def __len__(self) -> int:
         """Number of unexpired entries (expired ones are dropped first)."""

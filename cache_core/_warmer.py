@@ -9,7 +9,6 @@ expire together); a failed batch is recorded in the report and the run goes on.
 
 from __future__ import annotations
 
-import fnmatch
 import itertools
 import logging
 import time
@@ -17,12 +16,10 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ._memory import MemoryCache
 from ._multilevel import MultiLevelCache
-from ._redis import REDIS_ERRORS, RedisCache, escape_glob, wrap_redis_error
 from ._typed import TypedCache
 from ._validate import TTL, ttl_seconds
-from .errors import BackendError, CacheError
+from .errors import CacheError
 
 __all__ = ["CacheWarmer", "WarmReport"]
 
@@ -229,30 +226,10 @@ class CacheWarmer(Generic[K, V]):
         cache = self._typed.cache
         while isinstance(cache, MultiLevelCache):
             cache = cache.l2  # the shared level is the one that knows every key
-        if isinstance(cache, RedisCache):
-            return _scan(cache, pattern)
-        if isinstance(cache, MemoryCache):
-            # MemoryCache has no key listing; its entries are read under its own lock.
-            with cache._lock:
-                cache._data.expire()
-                keys = list(cache._data.keys())
-            return [k for k in keys if fnmatch.fnmatchcase(k, pattern)]
-        raise CacheError(
-            f"refresh() cannot list the keys of a {type(cache).__name__}; "
-            "pass the ids to warm() instead"
-        )
-
-
-def _scan(cache: RedisCache, pattern: str) -> list[str]:
-    kp = cache.redis_key_prefix
-    # The prefix must match literally; the caller's pattern is a glob on purpose.
-    match = escape_glob(kp) + pattern
-    client: Any = cache.client
-    n = len(kp)
-    try:
-        found = [raw.decode() for raw in client.scan_iter(match=match, count=_SCAN_COUNT)]
-    except REDIS_ERRORS as exc:
-        raise wrap_redis_error("SCAN", exc) from exc
-    except UnicodeDecodeError as exc:
-        raise BackendError(f"a key under {match!r} is not UTF-8: {exc}") from exc
-    return [key[n:] for key in found]
+        scan = getattr(cache, "scan_keys", None)
+        if scan is None:
+            raise CacheError(
+                f"refresh() cannot list the keys of a {type(cache).__name__}; "
+                "pass the ids to warm() instead"
+            )
+        return list(scan(pattern))

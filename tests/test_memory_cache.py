@@ -92,3 +92,14 @@ def test_concurrent_writers_lose_nothing() -> None:
     assert errors == []
     assert len(cache) == 8 * (2000 + 667)
     assert len(cache.mget([f"{t}:{i}" for t in range(8) for i in range(2000)])) == 16_000
+
+
+def test_scan_keys_lists_unexpired_keys_matching_a_glob(clock: FakeClock) -> None:
+    cache = MemoryCache(timer=clock)
+    cache.mset({"user:1": b"a", "user:2": b"b", "order:1": b"c"})
+    cache.set("user:3", b"d", ttl=1)
+    clock.advance(2)
+    assert sorted(cache.scan_keys("user:*")) == ["user:1", "user:2"]
+    assert sorted(cache.scan_keys()) == ["order:1", "user:1", "user:2"]
+    with pytest.raises(TypeError, match="match"):
+        cache.scan_keys(b"*")  # type: ignore[arg-type]
