@@ -36,12 +36,14 @@ class MultiLevelCache:
 
     Reads try L1, then L2, and promote an L2 hit into L1 before returning, for at most
     ``l1_ttl`` and never longer than the entry has left in L2. Writes go to L2 first, then L1;
-    deletes remove from both. A write or delete that lands while another thread is promoting
-    the same key wins: the promotion is dropped (per-key epochs, checked under one lock), so a
-    deleted value is never resurrected in L1.
+    deletes remove from both. Promotions and writes of a key carry a per-key epoch, checked
+    under one lock: a write or delete that lands in the middle of another thread's promotion
+    or write wins, so a deleted or overwritten value is never resurrected in L1.
 
     Within one process L1 is coherent with this cache's own writes. Writes made by other
-    processes reach L1 only when its entry expires: ``l1_ttl`` bounds that staleness.
+    processes reach L1 only when its entry expires: ``l1_ttl`` bounds that staleness. While L2
+    is unreachable, reads keep being served from L1 and writes still fill L1 (for at most
+    ``l1_ttl``) while raising the L2's ``BackendError`` to the writer.
     """
 
     def __init__(self, l1: Any, l2: Any, *, l1_ttl: TTL, l2_ttl: TTL | None = None) -> None:
