@@ -239,6 +239,7 @@ class TypedCache(Generic[T]):
         self._stale_errors = Counter()
         self._lock_waits = Counter()
         self._mset_ttls = getattr(cache, "mset_with_ttls", None)
+        self._stores = 0  # bumped after every store by a flight; see _fill
 
     @property
     def cache(self) -> Any:
@@ -337,6 +338,7 @@ class TypedCache(Generic[T]):
         opts = self._options
         logical, physical = self._ttls(ttl, opts)
         self._cache.set(key, self._encode(key, value, opts, logical, 0.0), physical)
+        self._stores += 1
 
     def delete(self, key: str) -> bool:
         return bool(self._cache.delete(key))
@@ -371,12 +373,15 @@ class TypedCache(Generic[T]):
             entries[key] = (self._encode(key, value, opts, logical, 0.0), physical)
         if not entries:
             return
-        if self._mset_ttls is not None:
-            self._mset_ttls(entries)
-            return
-        # A byte cache without per-key TTLs: one TTL for the batch (jitter still applied once).
-        first_ttl = next(iter(entries.values()))[1]
-        self._cache.mset({k: v for k, (v, _) in entries.items()}, first_ttl)
+        try:
+            if self._mset_ttls is not None:
+                self._mset_ttls(entries)
+                return
+            # A byte cache without per-key TTLs: one TTL for the batch (jitter applied once).
+            first_ttl = next(iter(entries.values()))[1]
+            self._cache.mset({k: v for k, (v, _) in entries.items()}, first_ttl)
+        finally:
+            self._stores += 1  # after the store, as in _run_loader (see _fill)
 
     # -- read-through ------------------------------------------------------------------------
 
@@ -416,6 +421,7 @@ class TypedCache(Generic[T]):
             )  # fmt: skip
         if ttl is not None:
             ttl_seconds(ttl, None)
+        seen = self._stores
         data = self._read(key)
         if data is not None:
             if data[:4] == self._prefix:  # plain entry: no expiry metadata to consider
@@ -435,7 +441,7 @@ class TypedCache(Generic[T]):
                 else:
                     return self._hit_with_meta(key, fn, ttl, opts, entry, value)
         self._misses.incr()
-        return self._load(key, fn, ttl, opts)
+        return self._load(key, fn, ttl, opts, seen)
 
     def _override(
         self,
@@ -514,12 +520,25 @@ class TypedCache(Generic[T]):
         except SerializationError:
             return None
 
-    def _load(self, key: str, fn: Callable[[], T], ttl: TTL | None, opts: _Options) -> T:
-        """The blocking miss path: one loader per key, everyone gets (a copy of) its value."""
+    def _load(
+        self,
+        key: str,
+        fn: Callable[[], T],
+        ttl: TTL | None,
+        opts: _Options,
+        seen: int | None = None,
+    ) -> T:
+        """The blocking miss path: one loader per key, everyone gets (a copy of) its value.
+
+        ``seen``: the store counter read before the caller's miss; None if unknown.
+        """
         while True:
-            (value, encoded, runner), _ = self._flight.do(
-                key, lambda: self._fill(key, fn, ttl, opts, blocking=True)
-            )
+
+            def fill(seen: int | None = seen) -> tuple[Any, bytes | None, int]:
+                return self._fill(key, fn, ttl, opts, blocking=True, seen=seen)
+
+            (value, encoded, runner), _ = self._flight.do(key, fill)
+            seen = None  # a retry cannot vouch for its earlier read
             if value is not _BUSY:
                 break
             # We joined a non-blocking refresh that gave way to another process's lease: it
@@ -570,6 +589,7 @@ class TypedCache(Generic[T]):
         *,
         blocking: bool,
         stale: bool = False,
+        seen: int | None = None,
     ) -> tuple[Any, bytes | None, int]:
         """Load and store ``key`` (the body of a singleflight call).
 
@@ -579,9 +599,11 @@ class TypedCache(Generic[T]):
         else's refresh and is returned instead of loading again.
         """
         me = threading.get_ident()
-        if blocking:
+        if blocking and seen != self._stores:
             # A caller that missed just before the previous flight stored its value finds it
-            # here instead of running the loader a second time.
+            # here instead of running the loader a second time. If no flight of this cache
+            # has stored anything since our miss was read, that read is still good: skip the
+            # second round trip (it delays the load in a stampede).
             found = self._fresh(self._read(key))
             if found is not None:
                 return found[0], found[1], me
@@ -668,4 +690,7 @@ class TypedCache(Generic[T]):
         except BackendError as exc:
             self._backend_errors.incr()
             log.debug("cache_core: store of %r failed; value served uncached: %s", key, exc)
+        finally:
+            # Any change will do: callers compare it with what they read before their miss.
+            self._stores += 1
         return value, encoded, me

@@ -279,3 +279,53 @@ def test_a_custom_serializer_failing_oddly_still_self_heals() -> None:
         typed.get("k")
     assert typed.get_or_set("k", lambda: 7) == 7
     assert typed.get("k") == 7
+
+
+class _GatedReads:
+    """A byte cache that counts reads and can hold one thread right after its read."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryCache()
+        self.reads = 0
+        self.hold_thread: int | None = None
+        self.read_done = threading.Event()
+        self.release = threading.Event()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.reads += 1
+        value = self.inner.get(key, default)
+        if threading.get_ident() == self.hold_thread:
+            self.hold_thread = None
+            self.read_done.set()
+            assert self.release.wait(5)
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_miss_overtaken_by_a_store_rereads_instead_of_loading_again() -> None:
+    store = _GatedReads()
+    typed: TypedCache[str] = TypedCache(store)  # type: ignore[arg-type]
+    calls: list[str] = []
+    result: list[str] = []
+
+    def late_caller() -> None:
+        store.hold_thread = threading.get_ident()
+        result.append(typed.get_or_set("k", lambda: calls.append("late") or "late"))
+
+    t = threading.Thread(target=late_caller)
+    t.start()
+    assert store.read_done.wait(5)  # its miss is read; it has not reached the flight yet
+    assert typed.get_or_set("k", lambda: calls.append("first") or "first") == "first"
+    store.release.set()
+    t.join(5)
+    assert result == ["first"]  # it re-read and found the stored value ...
+    assert calls == ["first"]  # ... instead of loading a second time
+
+
+def test_a_plain_miss_reads_the_cache_once() -> None:
+    store = _GatedReads()
+    typed: TypedCache[str] = TypedCache(store)  # type: ignore[arg-type]
+    assert typed.get_or_set("k", lambda: "v") == "v"
+    assert store.reads == 1  # nothing was stored meanwhile: no second round trip
