@@ -676,3 +676,39 @@ def test_callable_without_a_signature_needs_key() -> None:
     best = memoize(MemoryCache(), key=lambda *args: args)(max)
     assert best(1, 3, 2) == 3 and best(1, 3, 2) == 3
     assert best.cache_info() == (1, 1, 0)
+
+
+def test_stampede_options_pass_through_to_the_typed_layer(redis_client: Any) -> None:
+    @memoize(
+        RedisCache(redis_client, prefix="mo"),
+        ttl=100,
+        distributed_lock=True,
+        lock_timeout=3,
+        early_refresh=2.0,
+        stale_ttl=30,
+        stale_if_error=False,
+        ttl_jitter=0.0,
+    )
+    def f(x: int) -> int:
+        return x * 2
+
+    opts = f.cache._options
+    assert (opts.distributed_lock, opts.lock_timeout, opts.early_refresh) == (True, 3.0, 2.0)
+    assert (opts.stale_ttl, opts.stale_if_error, opts.ttl_jitter) == (30.0, False, 0.0)
+    assert f(21) == 42
+    key = f.cache_key(21)
+    assert 129_000 < redis_client.pttl("mo:" + key) <= 130_000  # ttl + stale window, no jitter
+
+
+def test_stampede_options_are_validated_at_decoration() -> None:
+    with pytest.raises(ValueError, match="distributed_lock"):
+
+        @memoize(MemoryCache(), distributed_lock=True)
+        def f(x: int) -> int:
+            return x
+
+    with pytest.raises(ValueError, match="ttl_jitter"):
+
+        @memoize(MemoryCache(), ttl_jitter=2)
+        def g(x: int) -> int:
+            return x
