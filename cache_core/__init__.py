@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._backend import NATIVE
 from ._bloom import BloomFilter
 from ._bloom_share import BloomSnapshot, RedisBloomFilter, load_bloom, save_bloom
+from ._breaker import CircuitBreaker
 from ._default import default_cache
 from ._hashing import hash128
 from ._memoize import CacheInfo, Memoized, memoize
@@ -35,6 +36,7 @@ __all__ = [
     "CacheInfo",
     "CacheMiss",
     "CacheWarmer",
+    "CircuitBreaker",
     "CircuitOpenError",
     "CompressedSerializer",
     "JSONSerializer",

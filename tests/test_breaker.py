@@ -16,13 +16,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache_core import (
     BackendError,
+    CircuitBreaker,
     CircuitOpenError,
     MemoryCache,
     MultiLevelCache,
     RedisCache,
     TypedCache,
 )
-from cache_core._breaker import CircuitBreaker
 from tests.conftest import FakeClock
 from tests.redis_harness import RedisServer
 
