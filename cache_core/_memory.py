@@ -11,7 +11,16 @@ from typing import Any
 
 from cachetools import TLRUCache
 
-from ._validate import MISSING, TTL, check_items, check_key, check_keys, check_value, ttl_seconds
+from ._validate import (
+    MISSING,
+    TTL,
+    check_entries,
+    check_items,
+    check_key,
+    check_keys,
+    check_value,
+    ttl_seconds,
+)
 from .errors import CacheMiss
 
 __all__ = ["MemoryCache"]
@@ -149,9 +158,7 @@ class MemoryCache:
 
     def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
         """Store items that each carry their own TTL."""
-        from ._redis import _check_entries
-
-        checked = _check_entries(entries, self._default_ttl)
+        checked = check_entries(entries, self._default_ttl)
         now = self._timer()
         with self._lock:
             for key, (value, seconds) in checked.items():

@@ -7,7 +7,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from ._stats import Counter
-from ._validate import MISSING, TTL, check_items, check_key, check_keys, check_value, ttl_seconds
+from ._validate import (
+    MISSING,
+    TTL,
+    check_entries,
+    check_items,
+    check_key,
+    check_keys,
+    check_value,
+    ttl_seconds,
+)
 from .errors import BackendError, CacheMiss
 
 __all__ = ["MultiLevelCache", "MultiLevelStats"]
@@ -285,11 +294,7 @@ class MultiLevelCache:
 
     def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
         """Store items that each carry their own TTL (L2 first, then L1, each bounded)."""
-        if not isinstance(entries, Mapping):
-            raise TypeError(f"entries must be a Mapping, not {type(entries).__name__}")
-        checked = {
-            check_key(k): (check_value(v), self._l2_seconds(t)) for k, (v, t) in entries.items()
-        }
+        checked = check_entries(entries, self.default_ttl)
         l2_many = getattr(self._l2, "mset_with_ttls", None)
 
         def write_l2() -> None:

@@ -19,6 +19,7 @@ from ._breaker import CircuitBreaker, is_outage
 from ._validate import (
     MISSING,
     TTL,
+    check_entries,
     check_items,
     check_key,
     check_keys,
@@ -81,21 +82,6 @@ def _seconds_left(pttl: int) -> float | None:
     if pttl == -1:
         return None
     return max(pttl, 0) / 1000.0
-
-
-def _check_entries(
-    entries: Mapping[str, tuple[bytes, TTL | None]], default: float | None
-) -> dict[str, tuple[bytes, float | None]]:
-    if not isinstance(entries, Mapping):
-        raise TypeError(
-            f"entries must be a Mapping[str, (bytes, ttl)], not {type(entries).__name__}"
-        )
-    checked: dict[str, tuple[bytes, float | None]] = {}
-    for key, pair in entries.items():
-        if not isinstance(pair, tuple) or len(pair) != 2:
-            raise TypeError(f"entries[{key!r}] must be a (value, ttl) tuple")
-        checked[check_key(key)] = (check_value(pair[0]), ttl_seconds(pair[1], default))
-    return checked
 
 
 def _short_retry() -> Retry:
@@ -550,7 +536,7 @@ class RedisCache:
 
     def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
         """Store items that each carry their own TTL: one pipelined round trip."""
-        checked = _check_entries(entries, self._default_ttl)
+        checked = check_entries(entries, self._default_ttl)
         if not checked:
             return
         kp = self._kp

@@ -79,6 +79,22 @@ def check_items(items: Mapping[str, bytes]) -> dict[str, bytes]:
     return {check_key(k): check_value(v) for k, v in items.items()}
 
 
+def check_entries(
+    entries: Mapping[str, tuple[bytes, TTL | None]], default: float | None
+) -> dict[str, tuple[bytes, float | None]]:
+    """Validate ``mset_with_ttls`` input: key -> (bytes-like value, TTL); TTLs resolved."""
+    if not isinstance(entries, Mapping):
+        raise TypeError(
+            f"entries must be a Mapping[str, (bytes, ttl)], not {type(entries).__name__}"
+        )
+    checked: dict[str, tuple[bytes, float | None]] = {}
+    for key, pair in entries.items():
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(f"entries[{key!r}] must be a (value, ttl) tuple")
+        checked[check_key(key)] = (check_value(pair[0]), ttl_seconds(pair[1], default))
+    return checked
+
+
 def ttl_seconds(ttl: object, default: float | None, name: str = "ttl") -> float | None:
     """Resolve a TTL argument to seconds, ``None`` meaning "no expiry".
 
