@@ -311,3 +311,33 @@ def test_falsy_values_are_hits(cache: Any) -> None:
     assert cache.get("empty") == b""
     assert cache.get("empty", None) == b""
     assert cache.mget(["empty"]) == {"empty": b""}
+
+
+def test_mset_with_ttls_gives_each_key_its_own_ttl(backend: Backend) -> None:
+    cache = backend.make()
+    cache.mset_with_ttls({"short": (b"1", backend.short_ttl), "long": (bytearray(b"2"), 60)})
+    assert cache.mget(["short", "long"]) == {"short": b"1", "long": b"2"}
+    backend.advance(backend.short_ttl * 3)
+    assert cache.mget(["short", "long"]) == {"long": b"2"}
+    cache.mset_with_ttls({})
+
+
+@pytest.mark.parametrize(
+    ("entries", "error", "match"),
+    [
+        ([("k", (b"v", 5))], TypeError, "entries"),
+        ({"k": b"v"}, TypeError, "tuple"),
+        ({"k": (b"v",)}, TypeError, "tuple"),
+        ({"k": ("text", 5)}, TypeError, "value"),
+        ({"": (b"v", 5)}, ValueError, "key"),
+        ({1: (b"v", 5)}, TypeError, "key"),
+        ({"k": (b"v", -1)}, ValueError, "ttl"),
+        ({"k": (b"v", "5")}, TypeError, "ttl"),
+    ],
+)
+def test_mset_with_ttls_bad_input(
+    cache: Any, entries: Any, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        cache.mset_with_ttls(entries)
+    assert cache.get("k", None) is None
