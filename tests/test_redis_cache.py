@@ -324,3 +324,8 @@ def test_a_write_only_cancels_deletes_that_failed_before_it(redis_client: redis.
     assert cache.pending_deletes == 1
     cache._forget_deletes(["k"], cache._pending_seq)  # a write that started after it does
     assert cache.pending_deletes == 0
+
+
+def test_scan_keys_rejects_a_non_str_pattern(redis_client: redis.Redis) -> None:
+    with pytest.raises(TypeError, match="match"):
+        list(RedisCache(redis_client, prefix="p").scan_keys(b"*"))  # type: ignore[arg-type]

@@ -315,6 +315,11 @@ def test_distributed_lock_needs_redis_underneath(redis_client: redis.Redis) -> N
 # -- the lease lock ----------------------------------------------------------------------------
 
 
+def test_lease_locks_need_a_redis_cache(redis_client: redis.Redis) -> None:
+    with pytest.raises(TypeError, match="RedisCache"):
+        LeaseLockFactory(redis_client)  # type: ignore[arg-type]
+
+
 def test_slot_tag_matches_redis_hashing() -> None:
     assert slot_tag("p:user:1") == "p:user:1"
     assert slot_tag("p:{user}:1") == "user"
