@@ -516,7 +516,7 @@ class RedisCache:
         return found
 
     def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
-        """MSET without a TTL; with one, a non-transactional ``SET PX`` pipeline: 1 round trip."""
+        """MSET without a TTL; with one, ``SET PX`` per key in one round trip (``_set_many``)."""
         px = self._px(ttl)
         checked = check_items(items)
         if not checked:
@@ -535,7 +535,7 @@ class RedisCache:
             self._forget_deletes(checked, upto)
 
     def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
-        """Store items that each carry their own TTL: one pipelined round trip."""
+        """Store items that each carry their own TTL, in one round trip (``_set_many``)."""
         checked = check_entries(entries, self._default_ttl)
         if not checked:
             return
