@@ -85,6 +85,9 @@ class MemoryCache:
             with self._lock:
                 return self._data[key][0]
         except KeyError:
+            # A key that ``set`` refuses (reserved, unencodable) can only miss: checking it
+            # here, not before the lookup, keeps the hit path free of the check.
+            check_key(key)
             if default is MISSING:
                 raise CacheMiss(key) from None
             return default

@@ -167,6 +167,7 @@ class MultiLevelCache:
         if value is not None:
             self._l1_hits.incr()
             return value
+        check_key(key)  # after the L1 lookup: a key set() refuses is never in L1
         hit = self._read_l2([key]).get(key)
         if hit is None:
             self._misses.incr()

@@ -18,12 +18,14 @@ from redis.retry import Retry
 from ._breaker import CircuitBreaker, is_outage
 from ._validate import (
     MISSING,
+    RESERVED_MARK,
     TTL,
     check_entries,
     check_items,
     check_key,
     check_keys,
     check_value,
+    is_reserved,
     ttl_ms,
     ttl_seconds,
 )
@@ -46,9 +48,6 @@ FROM_URL_DEFAULTS: Final[dict[str, Any]] = {
 _SCAN_COUNT: Final = 1000
 _MAX_PENDING_DELETES: Final = 100_000
 _SET_MANY_CHUNK: Final = 1000
-#: Keys under a cache's prefix that start with this belong to the library (lease locks, shared
-#: bloom filters): ``clear()`` and ``scan_keys()`` leave them alone. Do not start keys with it.
-RESERVED_MARK: Final = "__cc"
 # KEYS[i] gets ARGV[2i-1], expiring after ARGV[2i] ms (0: no expiry).
 _SET_MANY: Final = """
 for i = 1, #KEYS do
@@ -115,6 +114,15 @@ class RedisCache:
             )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
+        if is_reserved(prefix):
+            raise ValueError(
+                f"prefix {prefix!r} lies in the library's reserved space (a ':'-segment "
+                f"starting with {RESERVED_MARK!r}); choose another prefix"
+            )
+        try:
+            prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"prefix must be encodable as UTF-8, got {prefix!r}") from None
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise TypeError(
                 f"breaker must be a CircuitBreaker or None, not {type(breaker).__name__}"
@@ -134,7 +142,7 @@ class RedisCache:
         # key -> sequence number of the failed delete, so a write only cancels older deletes
         self._pending_deletes: dict[str, int] = {}
         self._pending_seq = 0
-        self._reserved = (self._kp + RESERVED_MARK).encode()
+        self._kp_len = len(self._kp.encode("utf-8"))
         self._pending_lock = threading.Lock()
         self._replay_lock = threading.Lock()
         self._set_many_script = client.register_script(_SET_MANY)
@@ -230,16 +238,10 @@ class RedisCache:
         return f"RedisCache({kind}, prefix={self._prefix!r}, default_ttl={self._default_ttl})"
 
     def _redis_keys(self, keys: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Validate a batch of keys and prefix them; the concatenation doubles as the type check."""
+        """Validate a batch of keys and prefix them."""
         kp = self._kp
-        if not kp or type(keys) is not list or "" in keys:
-            wanted = check_keys(keys)
-            return wanted, [kp + k for k in wanted] if kp else wanted
-        try:
-            return keys, [kp + k for k in keys]
-        except TypeError:
-            check_keys(keys)  # raises with a message naming the bad key
-            raise
+        wanted = check_keys(keys)
+        return wanted, [kp + k for k in wanted] if kp else wanted
 
     def _px(self, ttl: TTL | None) -> int | None:
         seconds = ttl_seconds(ttl, self._default_ttl)
@@ -333,8 +335,7 @@ class RedisCache:
     # -- Cache -------------------------------------------------------------------------------
 
     def get(self, key: str, default: Any = MISSING) -> Any:
-        if type(key) is not str or not key:
-            check_key(key)
+        check_key(key)
         if self._pending_deletes and key in self._pending_deletes:
             value = None  # deleted while Redis was unreachable: never serve the old value
         else:
@@ -423,6 +424,8 @@ class RedisCache:
         Never KEYS (blocks the server) nor FLUSHDB/FLUSHALL (not ours to flush). Glob characters
         in the prefix are escaped, so ``a*`` never matches a neighbour's ``ab:`` keys. An empty
         prefix would mean the whole database: refused unless ``allow_clear_all=True``.
+        Prefixes nest like folders: the entries of a cache prefixed ``app:sessions`` are removed
+        by ``clear()`` of ``app`` too, but a library key (a ``__cc`` segment) of any cache never.
         """
         if not self._kp and not self._allow_clear_all:
             raise ValueError(
@@ -431,19 +434,30 @@ class RedisCache:
             )
         match = escape_glob(self._kp) + "*" if self._kp else None
 
-        reserved = self._reserved
+        library = self._library_key
 
         def scan_and_unlink() -> int:
             removed = 0
             for page in self._scan_pages(match):
-                # The library's own keys under the prefix (lease locks, shared bloom filters)
-                # are not cache entries: they expire by themselves or belong to the guard.
-                ours = [k for k in page if not k.startswith(reserved)]
+                # The library's own keys under the prefix, of this cache or of a cache whose
+                # prefix nests under it (lease locks, shared bloom filters, snapshots), are not
+                # cache entries: they expire by themselves or belong to a guard.
+                ours = [k for k in page if not library(k)]
                 if ours:
                     removed += int(self._client.unlink(*ours))
             return removed
 
         return self.run("SCAN/UNLINK", scan_and_unlink)
+
+    def _library_key(self, raw: bytes) -> bool:
+        """Whether a Redis key found under the prefix is a library key of some cache.
+
+        User keys never enter the reserved space (``check_key``), so a ``__cc`` segment after
+        this cache's prefix marks a key of the library: this cache's own, or one of a cache
+        whose prefix extends this one (``app`` sees ``app:sessions:__ccbf__:...``).
+        """
+        rest = raw[self._kp_len :]
+        return rest.startswith(b"__cc") or b":__cc" in rest
 
     def _scan_pages(self, match: str | None) -> Iterator[list[Any]]:
         if not self._cluster:
@@ -474,14 +488,14 @@ class RedisCache:
             raise TypeError(f"match must be str, not {type(match).__name__}")
         pattern = escape_glob(self._kp) + match
         cut = len(self._kp)
-        reserved = self._reserved
+        library = self._library_key
         breaker = self._breaker
         if breaker is not None:
             breaker.allow()
         try:
             for page in self._scan_pages(pattern):
                 for raw in page:
-                    if raw.startswith(reserved):
+                    if library(raw):
                         continue  # the library's own keys: never reported as cache keys
                     yield raw.decode("utf-8", "surrogateescape")[cut:]
         except REDIS_ERRORS as exc:
