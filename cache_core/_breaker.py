@@ -7,7 +7,13 @@ closed ──(failure_threshold consecutive outage errors)──▶ open ──(
 While open, a call costs one clock read and a raised ``CircuitOpenError``: no connection attempt,
 no socket timeout (a paused Redis still accepts TCP connections, so without a breaker every
 call would wait the full timeout). In half-open exactly one caller probes; the others keep
-getting ``CircuitOpenError`` until it answers. State changes are logged once, not per call.
+getting ``CircuitOpenError`` until it answers.
+
+Logs (logger ``cache_core.breaker``): one WARNING when an outage starts (closed -> open, with the
+error that tripped it) and one when it ends (-> closed, with its length); the probes in between
+(open -> half-open) and failed probes (half-open -> open) are DEBUG, so a long outage costs two
+warning lines whatever its length. ``metrics_snapshot()`` (state, transitions) feeds the
+metrics registry.
 
 Only outage errors count: a Redis that answers with an error (WRONGTYPE, NOSCRIPT, ...) is up.
 """
@@ -24,11 +30,12 @@ from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._metrics import REGISTRY, BreakerStats
 from .errors import CircuitOpenError
 
 __all__ = ["CircuitBreaker", "is_outage"]
 
-log = logging.getLogger("cache_core")
+log = logging.getLogger("cache_core.breaker")
 
 State = Literal["closed", "open", "half_open"]
 CLOSED: Final = "closed"
@@ -89,6 +96,15 @@ class CircuitBreaker:
         self._open_message = ""
         self.opened_count = 0
         self.rejected = 0
+        # metrics (issue 17): entries into each state, under the lock; the outage start time
+        self._transitions = {OPEN: 0, HALF_OPEN: 0, CLOSED: 0}
+        self._outage_started = 0.0
+        REGISTRY.add_breaker(self)
+
+    def metrics_snapshot(self) -> BreakerStats:
+        """State and transition counts now (for the metrics registry)."""
+        with self._lock:
+            return BreakerStats(self.name, self._state, dict(self._transitions), self.rejected)
 
     @property
     def state(self) -> State:
@@ -110,8 +126,9 @@ class CircuitBreaker:
                     self.rejected += 1
                     raise CircuitOpenError(self._open_message)
                 self._state = HALF_OPEN
+                self._transitions[HALF_OPEN] += 1
                 self._probing = True
-                log.info("cache_core: breaker %r half-open, probing the backend", self.name)
+                log.debug("cache_core: breaker %r half-open, probing the backend", self.name)
                 return
             if self._state is HALF_OPEN:
                 if self._probing:
@@ -131,7 +148,12 @@ class CircuitBreaker:
             self._probing = False
             if self._state is not CLOSED:
                 self._state = CLOSED
-                log.warning("cache_core: breaker %r closed, backend is back", self.name)
+                self._transitions[CLOSED] += 1
+                log.warning(
+                    "cache_core: breaker %r closed, backend is back after %.1fs",
+                    self.name,
+                    max(self._clock() - self._outage_started, 0.0),
+                )
 
     def record_failure(self, exc: BaseException) -> None:
         """Count ``exc`` if it is an outage; any other error counts as the backend answering."""
@@ -144,7 +166,9 @@ class CircuitBreaker:
             if self._state is HALF_OPEN or (
                 self._state is CLOSED and self._failures >= self.failure_threshold
             ):
+                starts = self._state is CLOSED  # a failed probe re-opens: same outage
                 self._state = OPEN
+                self._transitions[OPEN] += 1
                 self._opened_at = self._clock()
                 self.opened_count += 1
                 # Built once per opening: rejected calls only raise it (the hot path).
@@ -152,6 +176,10 @@ class CircuitBreaker:
                     f"circuit breaker {self.name!r} is open after {self._failures} consecutive "
                     f"failures ({type(exc).__name__}); retrying after {self.reset_timeout:g}s"
                 )
+                if not starts:
+                    log.debug("cache_core: breaker %r probe failed (%s), open", self.name, exc)
+                    return
+                self._outage_started = self._opened_at
                 log.warning(
                     "cache_core: breaker %r open after %d consecutive failures (%s: %s); "
                     "calls fail fast for %gs",
@@ -171,6 +199,8 @@ class CircuitBreaker:
     def reset(self) -> None:
         """Force the breaker closed (e.g. after an operator fixed the backend)."""
         with self._lock:
+            if self._state is not CLOSED:
+                self._transitions[CLOSED] += 1
             self._state = CLOSED
             self._failures = 0
             self._probing = False

@@ -38,7 +38,7 @@ from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 from ._default import default_cache
 from ._keys import KEY_VERSION, KeyBuilder, hash128, value_text
 from ._stats import Counter
-from ._typed import TypedCache
+from ._typed import TypedCache, TypedCacheStats
 from ._validate import MISSING, TTL, is_reserved, ttl_seconds
 from .errors import BackendError
 
@@ -205,7 +205,9 @@ class Memoized(Generic[P, R]):
             self._set_cache(cache)
         elif cache is not None:
             # Built now so that a bad byte cache or serializer fails at decoration time.
-            self._set_cache(TypedCache(cache, serializer=serializer, **typed_options))
+            self._set_cache(
+                TypedCache(cache, serializer=serializer, name=namespace, **typed_options)
+            )
         self._generation_key = f"{namespace}:gen"
         self._generation = _INITIAL_GENERATION
         self._prefix = self._key_prefix(_INITIAL_GENERATION)
@@ -234,7 +236,12 @@ class Memoized(Generic[P, R]):
         with self._lock:
             if self._typed is None:
                 self._set_cache(
-                    TypedCache(default_cache(), serializer=self._serializer, **self._typed_options)
+                    TypedCache(
+                        default_cache(),
+                        serializer=self._serializer,
+                        name=self._namespace,  # metrics name (issue 17)
+                        **self._typed_options,
+                    )
                 )
             assert self._typed is not None
             return self._typed
@@ -346,6 +353,11 @@ class Memoized(Generic[P, R]):
     def cache_info(self) -> CacheInfo:
         """Counts of hits, misses and errors since decoration (``cache_clear`` keeps them)."""
         return CacheInfo(self._hits.value, self._misses.value, self._errors.value)
+
+    def stats(self) -> TypedCacheStats:
+        """The metrics snapshot of the TypedCache holding this function's entries (named after
+        the namespace unless a TypedCache was given); ``cache_info()`` counts calls instead."""
+        return self.cache.stats()
 
     def cache_clear(self) -> None:
         """Make every entry of this function unreachable, in every process, in O(1).

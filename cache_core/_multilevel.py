@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from ._stats import Counter
+from ._metrics import CacheMetrics, StatsView, derive
 from ._validate import (
     MISSING,
     TTL,
@@ -22,12 +22,21 @@ from .errors import BackendError, CacheMiss
 __all__ = ["MultiLevelCache", "MultiLevelStats"]
 
 
-class MultiLevelStats(NamedTuple):
-    """Where reads were answered (``get`` and ``mget``, per key)."""
-
+class _MultiLevelFields(NamedTuple):
     l1_hits: int
     l2_hits: int
     misses: int
+
+
+class MultiLevelStats(_MultiLevelFields, StatsView):
+    """Where reads were answered (``get`` and ``mget``, per key; one per request: the re-reads
+    of a layer above, ``peek``, are not counted), plus the common ``CacheStats`` fields."""
+
+
+def _default_name(l2: Any) -> str:
+    """A cache's default metrics name: the prefix of the Redis cache it stores in, if any."""
+    prefix = getattr(l2, "prefix", None)
+    return prefix if isinstance(prefix, str) and prefix else "default"
 
 
 class _Reading:
@@ -55,15 +64,17 @@ class MultiLevelCache:
     ``l1_ttl``) while raising the L2's ``BackendError`` to the writer.
     """
 
-    def __init__(self, l1: Any, l2: Any, *, l1_ttl: TTL, l2_ttl: TTL | None = None) -> None:
-        for name, cache in (("l1", l1), ("l2", l2)):
+    def __init__(
+        self, l1: Any, l2: Any, *, l1_ttl: TTL, l2_ttl: TTL | None = None, name: str | None = None
+    ) -> None:
+        for which, cache in (("l1", l1), ("l2", l2)):
             missing = [
                 m for m in ("get", "set", "delete", "exists", "clear", "mget", "mset", "mdelete")
                 if not callable(getattr(cache, m, None))
             ]  # fmt: skip
             if missing:
                 raise TypeError(
-                    f"{name} must be a byte cache (Cache + BatchCache), "
+                    f"{which} must be a byte cache (Cache + BatchCache), "
                     f"{type(cache).__name__} lacks {', '.join(missing)}"
                 )
         if l1 is l2:
@@ -79,12 +90,26 @@ class MultiLevelCache:
         self._reading: dict[str, _Reading] = {}
         self._l2_get_ttl = getattr(l2, "get_with_ttl", None)
         self._l2_mget_ttl = getattr(l2, "mget_with_ttl", None)
-        self._l1_hits = Counter()
-        self._l2_hits = Counter()
-        self._misses = Counter()
+        # metrics (issue 17): the request counters of the handle are this cache's counters
+        self._metrics = CacheMetrics(name or _default_name(l2), "multilevel")
+        self._l1_hits = self._metrics.levels["l1"]
+        self._l2_hits = self._metrics.levels["l2"]
+
+    @property
+    def metrics(self) -> CacheMetrics:
+        """This cache's metrics handle (``name``; the L1 listener's invalidation hooks)."""
+        return self._metrics
 
     def stats(self) -> MultiLevelStats:
-        return MultiLevelStats(self._l1_hits.value, self._l2_hits.value, self._misses.value)
+        snap = self._metrics.snapshot()
+        return derive(
+            snap,
+            MultiLevelStats(
+                snap.requests[("l1", "hit")],
+                snap.requests[("l2", "hit")],
+                snap.requests[("l2", "miss")],
+            ),
+        )
 
     @property
     def l1(self) -> Any:
@@ -165,16 +190,49 @@ class MultiLevelCache:
     def get(self, key: str, default: Any = MISSING) -> Any:
         value = self._l1.get(key, None)
         if value is not None:
-            self._l1_hits.incr()
+            self._l1_hits.hit()
             return value
         check_key(key)  # after the L1 lookup: a key set() refuses is never in L1
         hit = self._read_l2([key]).get(key)
         if hit is None:
-            self._misses.incr()
+            self._l2_hits.miss()
             if default is MISSING:
                 raise CacheMiss(key)
             return default
+        self._l2_hits.hit()
         return hit
+
+    # -- seams for a layer above that counts requests itself (TypedCache) ----------------------
+
+    def read_l1(self, key: str) -> bytes | None:
+        """The L1 step of ``get``: the bytes if L1 has them (counted as an L1 hit), else None.
+
+        With ``read_l2`` it lets a layer above learn at which level a request was answered
+        without an allocation per hit; ``get`` is exactly ``read_l1`` then ``read_l2``.
+        """
+        value = self._l1.get(key, None)
+        if value is not None:
+            self._l1_hits.hit()
+        return value  # type: ignore[no-any-return]
+
+    def read_l2(self, key: str) -> bytes | None:
+        """The L2 step of ``get`` (promotion included), counted as an L2 hit or a miss."""
+        check_key(key)
+        hit = self._read_l2([key]).get(key)
+        if hit is None:
+            self._l2_hits.miss()
+        else:
+            self._l2_hits.hit()
+        return hit
+
+    def peek(self, key: str) -> bytes | None:
+        """``get(key, None)`` without counting: a re-read by a layer above (a double-check
+        before or under a lock) belongs to a request that layer has already counted."""
+        value = self._l1.get(key, None)
+        if value is not None:
+            return value  # type: ignore[no-any-return]
+        check_key(key)
+        return self._read_l2([key]).get(key)
 
     def _read_l2(self, keys: list[str]) -> dict[str, bytes]:
         started = self._begin_reads(keys)
@@ -192,7 +250,6 @@ class MultiLevelCache:
                 hits = {k: (v, self._l1_ttl) for k, v in self._l2.mget(keys).items()}
         finally:
             self._end_reads(started, hits)
-        self._l2_hits.add(len(hits))
         return {k: v[0] for k, v in hits.items()}
 
     def set(self, key: str, value: bytes, ttl: TTL | None = None) -> None:
@@ -277,11 +334,15 @@ class MultiLevelCache:
     def mget(self, keys: Iterable[str]) -> dict[str, bytes]:
         wanted = check_keys(keys)
         found = self._l1.mget(wanted)
-        self._l1_hits.add(len(found))
+        for _ in range(len(found)):
+            self._l1_hits.hit()
         if len(found) < len(wanted):
             missing = [k for k in dict.fromkeys(wanted) if k not in found]
             from_l2 = self._read_l2(missing)
-            self._misses.add(len(missing) - len(from_l2))
+            for _ in range(len(from_l2)):
+                self._l2_hits.hit()
+            for _ in range(len(missing) - len(from_l2)):
+                self._l2_hits.miss()
             found.update(from_l2)
         return dict(found)
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from ._envelope import FLAG_TOMBSTONE, MAGIC, VERSION, pack
+from ._metrics import CacheMetrics, StatsView, derive
 from ._stats import Counter
 from ._typed import NoValue, TypedCache
 from ._validate import TTL, check_key, ttl_seconds
@@ -45,8 +46,13 @@ class _Absent(NoValue):
     """
 
 
-class ProtectedCacheStats(NamedTuple):
-    """Counters since the guard was built (each exact under threads)."""
+class _ProtectedFields(NamedTuple):
+    """Counters since the guard was built (each exact under threads), plus ``CacheStats``.
+
+    The ``CacheStats`` fields are those of the TypedCache's handle, which the guard shares:
+    its ``requests`` hold the guard's rejections and tombstones beside the typed layer's results,
+    one per request, and ``bloom`` the filter's fill and estimated false-positive rate.
+    """
 
     rejected: int
     """Requests answered None because the bloom filter does not hold the key."""
@@ -62,6 +68,10 @@ class ProtectedCacheStats(NamedTuple):
     """Loader calls that returned None, each one stored a tombstone."""
     filter_errors: int
     """Requests let through because the bloom filter could not be asked (fail-open)."""
+
+
+class ProtectedCacheStats(_ProtectedFields, StatsView):
+    """The guard's own counters (the tuple), and the shared handle's ``CacheStats``."""
 
 
 class ProtectedCache(Generic[T]):
@@ -87,6 +97,7 @@ class ProtectedCache(Generic[T]):
         "_misses",
         "_negative_hits",
         "_negative_stores",
+        "_none",
         "_null_ttl",
         "_rejected",
         "_tomb_prefix",
@@ -120,6 +131,10 @@ class ProtectedCache(Generic[T]):
         self._loads = Counter()
         self._negative_stores = Counter()
         self._filter_errors = Counter()
+        # metrics: the guard reports through its TypedCache's handle (one name, one request
+        # count), adding the rejected / tombstone results and the bloom filter's fill.
+        cache.metrics.watch_bloom(bloom)
+        self._none = cache.metrics.levels["none"]
 
     @property
     def cache(self) -> TypedCache[T]:
@@ -133,15 +148,23 @@ class ProtectedCache(Generic[T]):
     def null_ttl(self) -> float:
         return self._null_ttl
 
+    @property
+    def metrics(self) -> CacheMetrics:
+        """The metrics handle (the TypedCache's, shared)."""
+        return self._typed.metrics
+
     def stats(self) -> ProtectedCacheStats:
-        return ProtectedCacheStats(
-            self._rejected.value,
-            self._negative_hits.value,
-            self._hits.value,
-            self._misses.value,
-            self._loads.value,
-            self._negative_stores.value,
-            self._filter_errors.value,
+        return derive(
+            self._typed.metrics.snapshot(),
+            ProtectedCacheStats(
+                self._rejected.value,
+                self._negative_hits.value,
+                self._hits.value,
+                self._misses.value,
+                self._loads.value,
+                self._negative_stores.value,
+                self._filter_errors.value,
+            ),
         )
 
     def __repr__(self) -> str:
@@ -173,14 +196,16 @@ class ProtectedCache(Generic[T]):
             present = True
         if not present:
             self._rejected.incr()
+            self._none.rejected()
             return None
         if ttl is not None:
             ttl_seconds(ttl, None)
         typed = self._typed
-        data = typed._read(key)  # a backend failure reads as a miss, as in TypedCache
+        data, rq = typed._lookup(key)  # a backend failure reads as a miss, as in TypedCache
         if data is not None:
             if data[:4] == self._tomb_prefix:
                 self._negative_hits.incr()
+                rq.tombstone()
                 return None
             if data[:4] == typed._prefix:  # a plain value: decode here, no second read
                 try:
@@ -189,14 +214,16 @@ class ProtectedCache(Generic[T]):
                     pass  # TypedCache repairs it below
                 else:
                     self._hits.incr()
+                    rq.hit()
                     return value
             # An entry with metadata (early refresh, stale-while-revalidate) or undecodable:
-            # TypedCache's own read-through applies its rules to it.
+            # TypedCache's own read-through applies its rules to it (and counts the request).
             try:
                 return typed.get_or_set(key, self._loader(key, fn), ttl)
             except _Absent:
                 return None
         self._misses.incr()
+        rq.miss()
         try:
             return typed._load(key, self._loader(key, fn), ttl, typed._options)
         except _Absent:
@@ -208,7 +235,7 @@ class ProtectedCache(Generic[T]):
         def load() -> T:
             # A flight that ended just before this one began may have stored a tombstone that
             # TypedCache's own double-check does not recognise as a value: look for it here.
-            if self.is_tombstone(self._typed._read(key)):
+            if self.is_tombstone(self._typed._reread(key)):
                 self._negative_hits.incr()
                 raise _Absent(key)
             self._loads.incr()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
+from collections.abc import Callable
 
 __all__ = ["Counter"]
 
@@ -23,6 +25,10 @@ class Counter:
 
     def incr(self) -> None:
         next(self._count)
+
+    def bound(self) -> Callable[[], object]:
+        """The increment as one C-level callable (``partial(next, count)``): no Python frame."""
+        return functools.partial(next, self._count)
 
     def add(self, n: int) -> None:
         for _ in range(n):

@@ -29,6 +29,7 @@ from typing import Any, Final, Generic, NamedTuple, TypeVar
 from ._envelope import Entry, pack, plain_prefix, serializer_id, unpack
 from ._jitter import check_jitter, jittered
 from ._lease_lock import LeaseLock, LeaseLockFactory
+from ._metrics import CacheMetrics, CacheStats, LevelCounters, StatsView, derive
 from ._multilevel import MultiLevelCache
 from ._redis import RedisCache
 from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
@@ -48,9 +49,7 @@ _UNSET: Final[Any] = object()
 _BUSY: Final[Any] = object()  # "another process holds the lease": keep the current value
 
 
-class TypedCacheStats(NamedTuple):
-    """Counters since the cache was built (each exact under threads)."""
-
+class _TypedCacheFields(NamedTuple):
     hits: int
     misses: int
     loads: int
@@ -61,6 +60,14 @@ class TypedCacheStats(NamedTuple):
     stale_hits: int
     stale_errors_served: int
     lock_waits: int
+
+
+class TypedCacheStats(_TypedCacheFields, StatsView):
+    """Counters since the cache was built (each exact under threads), plus ``CacheStats``.
+
+    One request counts once: ``hits + misses + stale_hits`` is the number of ``get`` and
+    ``get_or_set`` calls (re-reads inside a load are not requests).
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +192,7 @@ class TypedCache(Generic[T]):
         ttl_jitter: float = 0.1,
         clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
+        name: str | None = None,
     ) -> None:
         missing = [m for m in _BYTE_CACHE_METHODS if not callable(getattr(cache, m, None))]
         if missing:
@@ -228,16 +236,8 @@ class TypedCache(Generic[T]):
         self._clock = clock
         self._random = random
         self._flight = Singleflight()
-        self._hits = Counter()
-        self._misses = Counter()
-        self._loads_run = Counter()
-        self._load_errors = Counter()
-        self._backend_errors = Counter()
-        self._decode_errors = Counter()
         self._refreshes = Counter()
-        self._stale_hits = Counter()
-        self._stale_errors = Counter()
-        self._lock_waits = Counter()
+        self._init_metrics(cache, redis_cache, name)
         self._mset_ttls = getattr(cache, "mset_with_ttls", None)
         self._stores = 0  # bumped after every store by a flight; see _fill
 
@@ -250,18 +250,60 @@ class TypedCache(Generic[T]):
     def serializer(self) -> Serializer:
         return self._serializer
 
+    # -- metrics (issue 17) --------------------------------------------------------------------
+
+    def _init_metrics(self, cache: Any, redis_cache: RedisCache | None, name: str | None) -> None:
+        """Counters by level: over a MultiLevelCache, read L1 and L2 through its seams so each
+        request is counted once, at the level that answered it, and cover its own counts."""
+        inner = getattr(cache, "metrics", None)
+        if name is None:
+            name = inner.name if isinstance(inner, CacheMetrics) else None
+        if name is None:
+            name = redis_cache.prefix if redis_cache is not None and redis_cache.prefix else None
+        self._metrics = m = CacheMetrics(name or "default", "typed")
+        read_l1 = getattr(cache, "read_l1", None)
+        read_l2 = getattr(cache, "read_l2", None)
+        peek = getattr(cache, "peek", None)
+        if callable(read_l1) and callable(read_l2) and callable(peek):
+            self._read_l1: Callable[[str], bytes | None] | None = read_l1
+            self._first_read: Callable[..., Any] = read_l2
+            self._peek: Callable[..., Any] = peek
+            self._l1 = m.levels["l1"]
+            self._l2 = m.levels["l2"]
+        else:
+            self._read_l1 = None
+            self._first_read = self._peek = lambda key: cache.get(key, None)
+            level = "l2" if redis_cache is not None else "l1"
+            self._l1 = self._l2 = m.levels[level]
+        if isinstance(inner, CacheMetrics):
+            inner.cover()
+
+    @property
+    def metrics(self) -> CacheMetrics:
+        """This cache's metrics handle (its ``name``, what exporters read)."""
+        return self._metrics
+
+    @property
+    def name(self) -> str:
+        return self._metrics.name
+
     def stats(self) -> TypedCacheStats:
-        return TypedCacheStats(
-            self._hits.value,
-            self._misses.value,
-            self._loads_run.value,
-            self._load_errors.value,
-            self._backend_errors.value,
-            self._decode_errors.value,
-            self._refreshes.value,
-            self._stale_hits.value,
-            self._stale_errors.value,
-            self._lock_waits.value,
+        m = self._metrics
+        snap: CacheStats = m.snapshot()
+        return derive(
+            snap,
+            TypedCacheStats(
+                hits=snap.count_requests(result="hit"),
+                misses=snap.count_requests(result="miss"),
+                loads=snap.loads_total,
+                load_errors=snap.load_errors_total,
+                backend_errors=sum(snap.backend_errors_by_kind.values()),
+                decode_errors=snap.decode_errors_total,
+                refreshes=self._refreshes.value,
+                stale_hits=snap.count_requests(result="stale"),
+                stale_errors_served=snap.stale_errors_served_total,
+                lock_waits=snap.lock_waits_total,
+            ),
         )
 
     def __repr__(self) -> str:
@@ -323,13 +365,15 @@ class TypedCache(Generic[T]):
         Stored bytes that cannot be decoded raise ``SerializationError`` (``get_or_set``
         repairs them instead). An entry kept past its TTL for ``stale_ttl`` is still returned.
         """
-        data = self._cache.get(key, None)
+        if type(key) is not str or not key:
+            check_key(key)
+        data, rq = self._lookup(key, catch=False)
         if data is None:
-            self._misses.incr()
+            rq.miss()
             if default is MISSING:
                 raise CacheMiss(key)
             return default
-        self._hits.incr()
+        rq.hit()
         return self._decode(data)
 
     def set(self, key: str, value: T, ttl: TTL | None = None) -> None:
@@ -356,7 +400,7 @@ class TypedCache(Generic[T]):
             try:
                 found[key] = self._decode(data)
             except SerializationError as exc:
-                self._decode_errors.incr()
+                self._metrics.decode_errors.incr()
                 log.warning("cache_core: undecodable entry %r skipped: %s", key, exc)
         return found
 
@@ -422,7 +466,13 @@ class TypedCache(Generic[T]):
         if ttl is not None:
             ttl_seconds(ttl, None)
         seen = self._stores
-        data = self._read(key)
+        # Inlined _lookup: the level that answered, without an allocation per hit.
+        read_l1 = self._read_l1
+        if read_l1 is not None and (data := read_l1(key)) is not None:
+            rq = self._l1
+        else:
+            data = self._read(key)
+            rq = self._l2
         if data is not None:
             if data[:4] == self._prefix:  # plain entry: no expiry metadata to consider
                 try:
@@ -430,7 +480,7 @@ class TypedCache(Generic[T]):
                 except SerializationError as exc:
                     self._undecodable(key, exc)
                 else:
-                    self._hits.incr()
+                    rq.hit()
                     return value  # type: ignore[return-value]
             else:
                 try:
@@ -439,9 +489,23 @@ class TypedCache(Generic[T]):
                 except SerializationError as exc:
                     self._undecodable(key, exc)
                 else:
-                    return self._hit_with_meta(key, fn, ttl, opts, entry, value)
-        self._misses.incr()
+                    return self._hit_with_meta(key, fn, ttl, opts, entry, value, rq)
+        rq.miss()
         return self._load(key, fn, ttl, opts, seen)
+
+    def _lookup(self, key: str, *, catch: bool = True) -> tuple[bytes | None, LevelCounters]:
+        """A request's read: the bytes (None: miss) and the counters of the level that answered.
+
+        ``catch``: a backend failure reads as a miss (read-through), else it propagates.
+        """
+        read_l1 = self._read_l1
+        if read_l1 is not None:
+            data = read_l1(key)
+            if data is not None:
+                return data, self._l1
+        if catch:
+            return self._read(key), self._l2
+        return self._first_read(key), self._l2
 
     def _override(
         self,
@@ -466,7 +530,7 @@ class TypedCache(Generic[T]):
         return merged
 
     def _undecodable(self, key: str, exc: Exception) -> None:
-        self._decode_errors.incr()
+        self._metrics.decode_errors.incr()
         log.warning("cache_core: undecodable entry %r will be reloaded: %s", key, exc)
 
     def _hit_with_meta(
@@ -477,32 +541,45 @@ class TypedCache(Generic[T]):
         opts: _Options,
         entry: Entry,
         value: Any,
+        rq: LevelCounters,
     ) -> T:
         expires_at = entry.expires_at
         if expires_at is not None:
             now = self._clock()
             if now >= expires_at:
                 if opts.stale_ttl is not None:
-                    self._stale_hits.incr()
+                    rq.stale()
                     return self._revalidate(key, fn, ttl, opts, value, stale=True)
-                self._misses.incr()
+                rq.miss()
                 return self._load(key, fn, ttl, opts)
             beta = opts.early_refresh
             if beta is not None and should_refresh_early(
                 now, expires_at, entry.delta or 0.0, beta, self._random
             ):
-                self._hits.incr()
+                rq.hit()
+                self._metrics.early_refreshes.incr()
                 return self._revalidate(key, fn, ttl, opts, value, stale=False)
-        self._hits.incr()
+        rq.hit()
         return value  # type: ignore[no-any-return]
 
     def _read(self, key: str) -> bytes | None:
-        """A cache read for get_or_set: a backend failure is a miss, never the caller's error."""
+        """A request's read below L1 (of the whole cache if it has no levels): a backend failure
+        is a miss, never the caller's error."""
         try:
-            data = self._cache.get(key, None)
+            data = self._first_read(key)
         except BackendError as exc:
-            self._backend_errors.incr()
+            self._metrics.backend_error(exc)
             log.debug("cache_core: read of %r failed, loading instead: %s", key, exc)
+            return None
+        return data  # type: ignore[no-any-return]
+
+    def _reread(self, key: str) -> bytes | None:
+        """A re-read inside a request already counted (double-checks): not a request itself."""
+        try:
+            data = self._peek(key)
+        except BackendError as exc:
+            self._metrics.backend_error(exc)
+            log.debug("cache_core: re-read of %r failed, loading instead: %s", key, exc)
             return None
         return data  # type: ignore[no-any-return]
 
@@ -571,7 +648,7 @@ class TypedCache(Generic[T]):
                 log.warning("cache_core: early refresh of %r failed: %s", key, exc)
                 return current  # type: ignore[no-any-return]
             if opts.stale_if_error:
-                self._stale_errors.incr()
+                self._metrics.stale_errors_served.incr()
                 log.warning("cache_core: refresh of %r failed, serving stale value: %s", key, exc)
                 return current  # type: ignore[no-any-return]
             raise
@@ -604,7 +681,7 @@ class TypedCache(Generic[T]):
             # here instead of running the loader a second time. If no flight of this cache
             # has stored anything since our miss was read, that read is still good: skip the
             # second round trip (it delays the load in a stampede).
-            found = self._fresh(self._read(key))
+            found = self._fresh(self._reread(key))
             if found is not None:
                 return found[0], found[1], me
         lock: LeaseLock | None = None
@@ -622,14 +699,14 @@ class TypedCache(Generic[T]):
                 if holding and (blocking or stale):
                     # Double-check under the lock: the previous holder may have stored the
                     # value between our read and our acquire.
-                    found = self._fresh(self._read(key))
+                    found = self._fresh(self._reread(key))
                     if found is not None:
                         self._release(key, lock)
                         return found[0], found[1], me
                 if not holding:
                     lock = None
             except BackendError as exc:
-                self._backend_errors.incr()
+                self._metrics.backend_error(exc)
                 log.debug("cache_core: lease lock for %r unavailable, loading: %s", key, exc)
                 lock = None
         try:
@@ -643,7 +720,7 @@ class TypedCache(Generic[T]):
         try:
             lock.release()
         except BackendError as exc:
-            self._backend_errors.incr()
+            self._metrics.backend_error(exc)
             log.debug("cache_core: lease release for %r failed: %s", key, exc)
 
     def _follow(
@@ -654,13 +731,14 @@ class TypedCache(Generic[T]):
         Woken by the holder's release; bounded by the lease, after which the lock has expired
         (the holder died or overran) and this caller takes it over, or loads without it.
         """
-        self._lock_waits.incr()
+        self._metrics.lock_waits.incr()
         deadline = time.monotonic() + opts.lock_timeout
         while True:
-            found = self._fresh(self._read(key))
+            found = self._fresh(self._reread(key))
             if found is not None:
                 return found, False
             if lock.try_acquire():
+                self._metrics.lock_takeovers.incr()
                 return None, True
             left = deadline - time.monotonic()
             if left <= 0:
@@ -679,16 +757,16 @@ class TypedCache(Generic[T]):
         except NoValue:
             raise  # a loader that found nothing (ProtectedCache): not an error
         except BaseException:
-            self._load_errors.incr()
+            self._metrics.load_errors.incr()
             raise
         delta = max(self._clock() - start, 0.0)  # XFetch's Δ, on the injectable clock
-        self._loads_run.incr()
+        self._metrics.observe_load(delta)
         logical, physical = self._ttls(ttl, opts)
         encoded = self._encode(key, value, opts, logical, delta)
         try:
             self._cache.set(key, encoded, physical)
         except BackendError as exc:
-            self._backend_errors.incr()
+            self._metrics.backend_error(exc)
             log.debug("cache_core: store of %r failed; value served uncached: %s", key, exc)
         finally:
             # Any change will do: callers compare it with what they read before their miss.

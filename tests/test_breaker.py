@@ -86,7 +86,7 @@ def test_an_abandoned_probe_frees_the_half_open_slot(clock: FakeClock) -> None:
 
 def test_state_changes_are_logged_once(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     b = CircuitBreaker(failure_threshold=2, reset_timeout=1, clock=clock)
-    with caplog.at_level(logging.INFO, logger="cache_core"):
+    with caplog.at_level(logging.DEBUG, logger="cache_core"):
         for _ in range(50):
             b.record_failure(RedisConnectionError("down"))
             with contextlib.suppress(CircuitOpenError):
