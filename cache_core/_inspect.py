@@ -1,0 +1,442 @@
+"""``python -m cache_core inspect --url URL --prefix P``: a read-only view of a live Redis.
+
+What it reports for the keys under ``P:`` (every key when ``P`` is empty):
+
+* key count and memory: SCAN (``COUNT --scan-count``, never KEYS) with ``MEMORY USAGE`` on each
+  key it sees; with ``--sample N`` the scan stops after N keys and the totals are estimates,
+  scaled by how much of the keyspace the SCAN cursor has covered (the cursor walks the hash
+  table in reverse-binary order, so its bit-reversal is the fraction of buckets visited);
+* the TTL distribution (``PTTL``) and the entries by serializer: the first 4 bytes of each value
+  (``GETRANGE 0 3``) are the envelope header of ``_envelope`` (magic, version, flags, serializer
+  id), so typed entries are told apart by serializer, tombstones and metadata; anything else is
+  ``raw``;
+* the library's own keys (the reserved ``__cc`` segments): lease locks held (remaining lease
+  from ``PTTL``, age from ``OBJECT IDLETIME``: seconds since acquired or extended), shared bloom
+  filters (``__ccbf__``: parameters from ``:meta``, fill from ``BITCOUNT`` of each part, the
+  estimated false-positive rate ``fill ** k``) and bloom snapshots (``__ccbs__`` pointers).
+  They are found by a second SCAN whose MATCH returns only library keys, over the whole
+  keyspace (library keys are few; this pass transfers almost nothing, but Redis walks every
+  key: about a second per million keys here). ``--library-budget SECONDS`` bounds it; the
+  report then says which fraction of the keyspace it covered.
+
+Every command is O(1) per key or a bounded SCAN page; nothing blocks the server, nothing is
+written (the connection asks ``CLIENT NO-TOUCH ON`` where Redis supports it, so sampling does not
+change the keys' LRU order). Progress goes to stderr once a scan has taken over a second.
+Output: plain text, or ``--json``. Single Redis servers only (not Cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, TextIO
+
+import redis
+
+from . import _serializers
+from ._envelope import FLAG_META, FLAG_TOMBSTONE, MAGIC, VERSION
+from ._redis import escape_glob
+
+__all__ = ["InspectReport", "add_parser", "format_text", "inspect_redis", "main", "run"]
+
+_PIPELINE: Final = 500
+TTL_BUCKETS: Final = (
+    ("< 1 min", 60_000),
+    ("1-10 min", 600_000),
+    ("10-60 min", 3_600_000),
+    ("1-24 h", 86_400_000),
+    (">= 1 day", math.inf),
+)
+_LOCK: Final = "__cc_lock__"
+_BLOOM: Final = "__ccbf__"
+_SNAPSHOT: Final = "__ccbs__"
+
+
+def _serializer_names() -> dict[int, str]:
+    """Serializer id -> class name, for every serializer class the package defines."""
+    names: dict[int, str] = {}
+    for obj in vars(_serializers).values():
+        fid = getattr(obj, "format_id", None)
+        if isinstance(obj, type) and isinstance(fid, bytes) and len(fid) == 1:
+            names[fid[0]] = obj.__name__
+    return names
+
+
+@dataclass
+class LockInfo:
+    key: str
+    lease_left_s: float | None
+    age_s: int | None
+
+
+@dataclass
+class BloomInfo:
+    key: str
+    capacity: int
+    error_rate: float
+    num_bits: int
+    num_hashes: int
+    bits_set: int
+    fill_ratio: float
+    estimated_fpr: float
+    approx_count: int
+
+
+@dataclass
+class InspectReport:
+    url: str
+    prefix: str
+    complete: bool  # the scan covered every key (totals exact) or stopped at --sample
+    keys_seen: int
+    keys_estimated: int
+    memory_seen_bytes: int
+    memory_estimated_bytes: int
+    scan_coverage: float
+    seconds: float
+    ttl: dict[str, int] = field(default_factory=dict)
+    entries: dict[str, int] = field(default_factory=dict)
+    locks: list[LockInfo] = field(default_factory=list)
+    blooms: list[BloomInfo] = field(default_factory=list)
+    snapshots: list[str] = field(default_factory=list)
+    library_coverage: float = 1.0  # below 1.0: --library-budget ran out before the scan ended
+
+
+def _reverse_bits(value: int, bits: int) -> int:
+    return int(format(value, f"0{bits}b")[::-1], 2) if bits else 0
+
+
+class _Coverage:
+    """The fraction of the hash table a SCAN has visited, from its cursors.
+
+    Redis returns cursors below the table size 2**k and visits buckets in reverse-binary order:
+    after ``v`` buckets the cursor is ``reverse_k(v)``. ``k`` is learnt from the cursors seen
+    (the largest has bit k-1 set as soon as an odd number of buckets was visited).
+    """
+
+    def __init__(self) -> None:
+        self.bits = 0
+        self.cursor = 0
+
+    def update(self, cursor: int) -> None:
+        self.cursor = cursor
+        self.bits = max(self.bits, cursor.bit_length())
+
+    @property
+    def fraction(self) -> float:
+        if self.cursor == 0:
+            return 1.0
+        visited = _reverse_bits(self.cursor, self.bits)
+        return max(visited / (1 << self.bits), 1e-9)
+
+
+def _scan(
+    client: Any, match: str, count: int, coverage: _Coverage, progress: Callable[[int], None]
+) -> Iterator[list[bytes]]:
+    cursor = 0
+    seen = 0
+    while True:
+        cursor, keys = client.scan(cursor=cursor, match=match, count=count)
+        coverage.update(int(cursor))
+        seen += len(keys)
+        progress(seen)
+        yield keys  # empty pages too: the caller checks its time budget between pages
+        if cursor == 0:
+            return
+
+
+def _is_library(rest: bytes) -> bool:
+    return rest.startswith(b"__cc") or b":__cc" in rest
+
+
+def inspect_redis(
+    client: Any,
+    prefix: str,
+    *,
+    sample: int | None = None,
+    scan_count: int = 1000,
+    url: str = "",
+    stderr: TextIO | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    library_budget: float | None = None,
+) -> InspectReport:
+    """Build the report (see the module docstring); ``client`` is a ``redis.Redis``."""
+    if sample is not None and sample < 1:
+        raise ValueError(f"sample must be >= 1, got {sample}")
+    start = clock()
+    kp = prefix + ":" if prefix else ""
+    kp_bytes = kp.encode()
+    with contextlib.suppress(redis.ResponseError):  # Redis >= 7.2: reads keep the LRU order
+        client.execute_command("CLIENT", "NO-TOUCH", "ON")
+    last_report = [start]
+
+    def progress(what: str) -> Callable[[int], None]:
+        def show(seen: int) -> None:
+            now = clock()
+            if stderr is not None and now - last_report[0] >= 1.0 and now - start >= 1.0:
+                last_report[0] = now
+                stderr.write(f"inspect: {what}: {seen} keys, {coverage.fraction:.0%} scanned\n")
+                stderr.flush()
+
+        return show
+
+    serializers = _serializer_names()
+    ttl: Counter[str] = Counter()
+    entries: Counter[str] = Counter()
+    memory = 0
+    seen = 0
+    coverage = _Coverage()
+    match = escape_glob(kp) + "*" if kp else "*"
+    complete = True
+    before = 0.0  # coverage before the current page
+    fraction = 1.0
+    for page in _scan(client, match, scan_count, coverage, progress("sampling")):
+        keys = [k for k in page if not _is_library(k[len(kp_bytes) :])]
+        share = 1.0
+        if sample is not None and seen + len(keys) > sample:
+            share = (sample - seen) / len(keys)  # the part of this page's buckets we count
+            keys = keys[: sample - seen]
+        for first in range(0, len(keys), _PIPELINE):
+            batch = keys[first : first + _PIPELINE]
+            pipe = client.pipeline(transaction=False)
+            for key in batch:
+                pipe.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")
+                pipe.pttl(key)
+                pipe.getrange(key, 0, 3)
+            replies = pipe.execute(raise_on_error=False)
+            for i in range(len(batch)):
+                mem, pttl, head = replies[3 * i : 3 * i + 3]
+                if isinstance(mem, int):
+                    memory += mem
+                ttl[_ttl_bucket(pttl)] += 1
+                entries[_entry_kind(head, serializers)] += 1
+        seen += len(keys)
+        if sample is not None and seen >= sample:
+            complete = coverage.cursor == 0 and share == 1.0
+            fraction = before + (coverage.fraction - before) * share
+            break
+        before = coverage.fraction
+    if complete:
+        fraction = 1.0
+    report = InspectReport(
+        url=url,
+        prefix=prefix,
+        complete=complete,
+        keys_seen=seen,
+        keys_estimated=seen if complete else round(seen / fraction),
+        memory_seen_bytes=memory,
+        memory_estimated_bytes=memory if complete else round(memory / fraction),
+        scan_coverage=fraction,
+        seconds=0.0,
+        ttl={name: ttl[name] for name, _ in (("no expiry", 0), *TTL_BUCKETS) if ttl[name]},
+        entries=dict(entries.most_common()),
+    )
+    deadline = None if library_budget is None else clock() + library_budget
+    _library_keys(client, kp, scan_count, report, progress("library keys"), deadline, clock)
+    report.seconds = clock() - start
+    return report
+
+
+def _ttl_bucket(pttl: object) -> str:
+    if not isinstance(pttl, int) or pttl < 0:
+        return "no expiry"
+    for name, bound in TTL_BUCKETS:
+        if pttl < bound:
+            return name
+    return TTL_BUCKETS[-1][0]
+
+
+def _entry_kind(head: object, serializers: dict[int, str]) -> str:
+    if not isinstance(head, bytes):
+        return "not a string"
+    if len(head) < 4 or head[0] != MAGIC or head[1] != VERSION:
+        return "raw"
+    name = serializers.get(head[3], f"serializer id {head[3]}")
+    if head[2] & FLAG_TOMBSTONE:
+        return f"tombstone ({name})"
+    if head[2] & FLAG_META:
+        return f"{name} + metadata"
+    return name
+
+
+def _library_keys(
+    client: Any,
+    kp: str,
+    scan_count: int,
+    report: InspectReport,
+    progress: Callable[[int], None],
+    deadline: float | None,
+    clock: Callable[[], float],
+) -> None:
+    """Locks, bloom filters and snapshots of this prefix and of prefixes nested under it."""
+    match = escape_glob(kp) + "*__cc*"
+    cut = len(kp.encode())
+    locks: list[bytes] = []
+    metas: list[bytes] = []
+    coverage = _Coverage()
+
+    scan = _scan(client, match, scan_count, coverage, progress)
+    while True:
+        if deadline is not None and clock() >= deadline:
+            report.library_coverage = coverage.fraction if coverage.bits else 0.0
+            break
+        page = next(scan, None)
+        if page is None:
+            break
+        for key in page:
+            rest = key[cut:]
+            if not _is_library(rest):
+                continue
+            if _LOCK.encode() + b":" in key:
+                locks.append(key)
+            elif _BLOOM.encode() + b":" in key and key.endswith(b":meta"):
+                metas.append(key)
+            elif _SNAPSHOT.encode() + b":" in key and key.endswith(b":ptr"):
+                report.snapshots.append(key.decode("utf-8", "replace"))
+    for first in range(0, len(locks), _PIPELINE):
+        batch = locks[first : first + _PIPELINE]
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.pttl(key)
+            pipe.object("idletime", key)
+        replies = pipe.execute(raise_on_error=False)
+        for i, key in enumerate(batch):
+            pttl, idle = replies[2 * i], replies[2 * i + 1]
+            if isinstance(pttl, int) and pttl == -2:
+                continue  # released since the scan saw it
+            report.locks.append(
+                LockInfo(
+                    key.decode("utf-8", "replace"),
+                    pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None,
+                    idle if isinstance(idle, int) else None,
+                )
+            )
+    for meta_key in metas:
+        bloom = _bloom_info(client, meta_key)
+        if bloom is not None:
+            report.blooms.append(bloom)
+
+
+def _bloom_info(client: Any, meta_key: bytes) -> BloomInfo | None:
+    raw = client.get(meta_key)
+    try:
+        params = json.loads(raw)
+        m, k = int(params["num_bits"]), int(params["num_hashes"])
+        part_bits = int(params["part_bits"])
+    except (TypeError, ValueError, KeyError):
+        return None
+    head = meta_key[: -len(b":meta")]
+    pipe = client.pipeline(transaction=False)
+    for i in range(-(-m // part_bits)):
+        pipe.bitcount(head + b":p:%d" % i)
+    bits = sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
+    fill = bits / m if m else 0.0
+    approx = round(-m / k * math.log1p(-min(bits, m - 1) / m)) if m else 0
+    return BloomInfo(
+        meta_key.decode("utf-8", "replace"),
+        int(params["capacity"]),
+        float(params["error_rate"]),
+        m,
+        k,
+        bits,
+        fill,
+        fill**k,
+        approx,
+    )
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("inspect", help="read-only view of the cache keys in a live Redis")
+    p.add_argument("--url", required=True, help="redis://host:port/db")
+    p.add_argument("--prefix", default="", help="the RedisCache prefix (keys under PREFIX:)")
+    p.add_argument("--sample", type=int, default=None, help="stop after N keys and estimate")
+    p.add_argument("--scan-count", type=int, default=1000, help="SCAN COUNT per page")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--library-budget",
+        type=float,
+        default=None,
+        help="seconds at most for the pass that finds locks and bloom filters (default: all)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """``python -m cache_core inspect ...``"""
+    parser = argparse.ArgumentParser(prog="python -m cache_core")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(["inspect", *(sys.argv[2:] if argv is None else argv)]), out)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    client = redis.Redis.from_url(args.url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        report = inspect_redis(
+            client,
+            args.prefix,
+            sample=args.sample,
+            scan_count=args.scan_count,
+            url=args.url,
+            stderr=None if args.quiet else sys.stderr,
+            library_budget=args.library_budget,
+        )
+    except redis.RedisError as exc:
+        print(f"inspect: {args.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    out = out or sys.stdout
+    if args.json:
+        json.dump(asdict(report), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(format_text(report))
+    return 0
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def format_text(r: InspectReport) -> str:
+    approx = "" if r.complete else "~"
+    lines = [
+        f"cache_core inspect {r.url}  prefix {r.prefix!r}  ({r.seconds:.2f} s)",
+        f"keys:    {approx}{r.keys_estimated:,}"
+        + ("" if r.complete else f"  (sampled {r.keys_seen:,}, {r.scan_coverage:.1%} scanned)"),
+        f"memory:  {approx}{_size(r.memory_estimated_bytes)}"
+        + ("" if r.complete else f"  (sampled {_size(r.memory_seen_bytes)})"),
+        "ttl:     " + ", ".join(f"{k}: {v}" for k, v in r.ttl.items()),
+        "entries: " + ", ".join(f"{k}: {v}" for k, v in r.entries.items()),
+        f"lease locks held: {len(r.locks)}",
+    ]
+    if r.library_coverage < 1.0:
+        lines[-1] += f"  (library keys: {r.library_coverage:.0%} of the keyspace scanned)"
+    for lock in r.locks:
+        left = "-" if lock.lease_left_s is None else f"{lock.lease_left_s:.1f}s"
+        age = "-" if lock.age_s is None else f"{lock.age_s}s"
+        lines.append(f"  {lock.key}  age {age}  lease left {left}")
+    lines.append(f"bloom filters: {len(r.blooms)}")
+    for b in r.blooms:
+        lines.append(
+            f"  {b.key}  capacity {b.capacity:,}  fill {b.fill_ratio:.1%}  "
+            f"~{b.approx_count:,} keys  estimated FPR {b.estimated_fpr:.3%} "
+            f"(target {b.error_rate:g})"
+        )
+    if r.snapshots:
+        lines.append(f"bloom snapshots: {len(r.snapshots)}")
+        lines.extend(f"  {s}" for s in r.snapshots)
+    return "\n".join(lines) + "\n"
