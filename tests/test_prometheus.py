@@ -134,6 +134,7 @@ def gunicorn_app(
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
     port = free_port()
+    log = tmp_path / "gunicorn.log"
     env = {
         **os.environ,
         "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
@@ -150,12 +151,12 @@ def gunicorn_app(
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log.open("wb"),  # a file, not a pipe nobody drains
     )  # fmt: skip
     server = _Gunicorn(port)
     try:
         assert wait_for(lambda: server.ready() or proc.poll() is not None, 60)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
         yield server
     finally:
         proc.terminate()
