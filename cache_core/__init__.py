@@ -14,6 +14,7 @@ from ._default import default_cache
 from ._hashing import hash128
 from ._memoize import CacheInfo, Memoized, memoize
 from ._memory import MemoryCache
+from ._metrics import CacheMetrics, CacheStats, MetricsRegistry, metrics_registry
 from ._multilevel import MultiLevelCache, MultiLevelStats
 from ._protected import ProtectedCache, ProtectedCacheStats
 from ._protocols import BatchCache, Cache
@@ -36,7 +37,9 @@ __all__ = [
     "Cache",
     "CacheError",
     "CacheInfo",
+    "CacheMetrics",
     "CacheMiss",
+    "CacheStats",
     "CacheWarmer",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -44,6 +47,7 @@ __all__ = [
     "JSONSerializer",
     "Memoized",
     "MemoryCache",
+    "MetricsRegistry",
     "MultiLevelCache",
     "MultiLevelStats",
     "NATIVE",
@@ -64,5 +68,6 @@ __all__ = [
     "hash128",
     "load_bloom",
     "memoize",
+    "metrics_registry",
     "save_bloom",
 ]

@@ -166,7 +166,11 @@ def inspect_redis(
     clock: Callable[[], float] = time.monotonic,
     library_budget: float | None = None,
 ) -> InspectReport:
-    """Build the report (see the module docstring); ``client`` is a ``redis.Redis``."""
+    """Build the report (see the module docstring); ``client`` is a ``redis.Redis``.
+
+    The two passes run one after the other: Redis, single-threaded, does the work of both, so
+    running them in two threads measured no faster.
+    """
     if sample is not None and sample < 1:
         raise ValueError(f"sample must be >= 1, got {sample}")
     start = clock()
@@ -176,7 +180,7 @@ def inspect_redis(
         client.execute_command("CLIENT", "NO-TOUCH", "ON")
     last_report = [start]
 
-    def progress(what: str) -> Callable[[int], None]:
+    def progress(what: str, coverage: _Coverage) -> Callable[[int], None]:
         def show(seen: int) -> None:
             now = clock()
             if stderr is not None and now - last_report[0] >= 1.0 and now - start >= 1.0:
@@ -196,7 +200,7 @@ def inspect_redis(
     complete = True
     before = 0.0  # coverage before the current page
     fraction = 1.0
-    for page in _scan(client, match, scan_count, coverage, progress("sampling")):
+    for page in _scan(client, match, scan_count, coverage, progress("sampling", coverage)):
         keys = [k for k in page if not _is_library(k[len(kp_bytes) :])]
         share = 1.0
         if sample is not None and seen + len(keys) > sample:
@@ -237,8 +241,15 @@ def inspect_redis(
         ttl={name: ttl[name] for name, _ in (("no expiry", 0), *TTL_BUCKETS) if ttl[name]},
         entries=dict(entries.most_common()),
     )
+    library = _Library()
+    lib_coverage = _Coverage()
     deadline = None if library_budget is None else clock() + library_budget
-    _library_keys(client, kp, scan_count, report, progress("library keys"), deadline, clock)
+    show = progress("library keys", lib_coverage)
+    _library_keys(client, kp, scan_count, library, lib_coverage, show, deadline, clock)
+    report.locks = library.locks
+    report.blooms = library.blooms
+    report.snapshots = library.snapshots
+    report.library_coverage = library.coverage
     report.seconds = clock() - start
     return report
 
@@ -265,11 +276,20 @@ def _entry_kind(head: object, serializers: dict[int, str]) -> str:
     return name
 
 
+@dataclass
+class _Library:
+    locks: list[LockInfo] = field(default_factory=list)
+    blooms: list[BloomInfo] = field(default_factory=list)
+    snapshots: list[str] = field(default_factory=list)
+    coverage: float = 1.0
+
+
 def _library_keys(
     client: Any,
     kp: str,
     scan_count: int,
-    report: InspectReport,
+    report: _Library,
+    coverage: _Coverage,
     progress: Callable[[int], None],
     deadline: float | None,
     clock: Callable[[], float],
@@ -279,12 +299,11 @@ def _library_keys(
     cut = len(kp.encode())
     locks: list[bytes] = []
     metas: list[bytes] = []
-    coverage = _Coverage()
 
     scan = _scan(client, match, scan_count, coverage, progress)
     while True:
         if deadline is not None and clock() >= deadline:
-            report.library_coverage = coverage.fraction if coverage.bits else 0.0
+            report.coverage = coverage.fraction if coverage.bits else 0.0
             break
         page = next(scan, None)
         if page is None:
@@ -433,7 +452,7 @@ def format_text(r: InspectReport) -> str:
     for b in r.blooms:
         lines.append(
             f"  {b.key}  capacity {b.capacity:,}  fill {b.fill_ratio:.1%}  "
-            f"~{b.approx_count:,} keys  estimated FPR {b.estimated_fpr:.3%} "
+            f"~{b.approx_count:,} keys  estimated FPR {b.estimated_fpr:.2g} "
             f"(target {b.error_rate:g})"
         )
     if r.snapshots:

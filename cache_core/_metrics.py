@@ -57,6 +57,7 @@ __all__ = [
     "MetricsRegistry",
     "backend_error_kind",
     "derive",
+    "metrics_registry",
 ]
 
 LEVELS: Final = ("l1", "l2", "none")
@@ -268,13 +269,14 @@ class CacheMetrics:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def snapshot(self, cls: type[Any] = CacheStats, **extra: Any) -> Any:
-        """A ``CacheStats`` (or subclass ``cls`` with ``extra`` fields) of the counts now."""
+    def snapshot(self, *, bloom: bool = True) -> CacheStats:
+        """A ``CacheStats`` of the counts now; ``bloom=False`` skips reading the bloom filter
+        (a Redis round trip for a ``RedisBloomFilter``)."""
         with self._hist_lock:
             hist = list(self._hist)
             hist_sum = self._hist_sum
         cumulative = list(itertools.accumulate(hist))
-        return cls(
+        return CacheStats(
             name=self.name,
             kind=self.kind,
             requests={key: c.value for key, c in self._requests.items()},
@@ -293,8 +295,7 @@ class CacheMetrics:
             stale_errors_served_total=self.stale_errors_served.value,
             invalidations=self.invalidations.value,
             l1_flushes=self.l1_flushes.value,
-            bloom=bloom_stats(self._blooms[-1]) if self._blooms else None,
-            **extra,
+            bloom=bloom_stats(self._blooms[-1]) if bloom and self._blooms else None,
         )
 
 
@@ -340,3 +341,8 @@ class MetricsRegistry:
 
 
 REGISTRY: Final = MetricsRegistry()
+
+
+def metrics_registry() -> MetricsRegistry:
+    """The process-wide registry every cache object reports to (what the exporters read)."""
+    return REGISTRY

@@ -289,7 +289,7 @@ class TypedCache(Generic[T]):
 
     def stats(self) -> TypedCacheStats:
         m = self._metrics
-        snap: CacheStats = m.snapshot()
+        snap: CacheStats = m.snapshot(bloom=False)  # a guard's stats() reports its filter
         return derive(
             snap,
             TypedCacheStats(

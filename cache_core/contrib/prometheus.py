@@ -119,9 +119,9 @@ class CacheCoreCollector(Collector):
         for handle, snap in snaps:
             if handle.covered:
                 continue
-            for (level, result), n in snap.requests.items():
+            for (level, result), count in snap.requests.items():
                 key = (snap.name, level, result)
-                totals[key] = totals.get(key, 0) + n
+                totals[key] = totals.get(key, 0) + count
         for labels, n in sorted(totals.items()):
             requests.add_metric(labels, n)
         yield requests
@@ -268,8 +268,8 @@ class _Mirror:
                 snap = handle.snapshot()
                 done = self._synced.setdefault(handle, {})
                 if not handle.covered:
-                    for (level, result), n in snap.requests.items():
-                        self._add(done, ("requests", level, result), n,
+                    for (level, result), count in snap.requests.items():
+                        self._add(done, ("requests", level, result), count,
                                   self.requests.labels(snap.name, level, result))  # fmt: skip
                 for name, labels, n in _counter_rows(snap):
                     self._add(done, (name, *labels), n, self.counters[name].labels(*labels))
