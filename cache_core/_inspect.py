@@ -11,7 +11,8 @@ What it reports for the keys under ``P:`` (every key when ``P`` is empty):
   id), so typed entries are told apart by serializer, tombstones and metadata; anything else is
   ``raw``;
 * the library's own keys (the reserved ``__cc`` segments): lease locks held (remaining lease
-  from ``PTTL``, age from ``OBJECT IDLETIME``: seconds since acquired or extended), shared bloom
+  from ``PTTL``, age from the acquire time that starts the lock's token, against Redis'
+  ``TIME``; a lock taken by an older version has no age), shared bloom
   filters (``__ccbf__``: parameters from ``:meta``, fill from ``BITCOUNT`` of each part, the
   estimated false-positive rate ``fill ** k``) and bloom snapshots (``__ccbs__`` pointers).
   They are found by a second SCAN whose MATCH returns only library keys, over the whole
@@ -73,7 +74,7 @@ def _serializer_names() -> dict[int, str]:
 class LockInfo:
     key: str
     lease_left_s: float | None
-    age_s: int | None
+    age_s: float | None
 
 
 @dataclass
@@ -321,25 +322,40 @@ def _library_keys(
     for first in range(0, len(locks), _PIPELINE):
         batch = locks[first : first + _PIPELINE]
         pipe = client.pipeline(transaction=False)
+        pipe.time()
         for key in batch:
             pipe.pttl(key)
-            pipe.object("idletime", key)
+            pipe.get(key)
         replies = pipe.execute(raise_on_error=False)
+        now = replies[0]
+        now_ms = now[0] * 1000 + now[1] // 1000 if isinstance(now, list | tuple) else None
         for i, key in enumerate(batch):
-            pttl, idle = replies[2 * i], replies[2 * i + 1]
-            if isinstance(pttl, int) and pttl == -2:
+            pttl, token = replies[1 + 2 * i], replies[2 + 2 * i]
+            if token is None:
                 continue  # released since the scan saw it
             report.locks.append(
                 LockInfo(
                     key.decode("utf-8", "replace"),
                     pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None,
-                    idle if isinstance(idle, int) else None,
+                    _lock_age(token, now_ms),
                 )
             )
     for meta_key in metas:
         bloom = _bloom_info(client, meta_key)
         if bloom is not None:
             report.blooms.append(bloom)
+
+
+def _lock_age(token: object, now_ms: int | None) -> float | None:
+    """Seconds since the lock was taken, from its token ``<hex ms>-<random>`` (see _lease_lock)."""
+    if not isinstance(token, bytes) or now_ms is None:
+        return None
+    stamp, sep, _ = token.partition(b"-")
+    try:
+        taken = int(stamp, 16)
+    except ValueError:
+        return None
+    return max(now_ms - taken, 0) / 1000 if sep else None
 
 
 def _bloom_info(client: Any, meta_key: bytes) -> BloomInfo | None:
@@ -446,7 +462,7 @@ def format_text(r: InspectReport) -> str:
         lines[-1] += f"  (library keys: {r.library_coverage:.0%} of the keyspace scanned)"
     for lock in r.locks:
         left = "-" if lock.lease_left_s is None else f"{lock.lease_left_s:.1f}s"
-        age = "-" if lock.age_s is None else f"{lock.age_s}s"
+        age = "-" if lock.age_s is None else f"{lock.age_s:.1f}s"
         lines.append(f"  {lock.key}  age {age}  lease left {left}")
     lines.append(f"bloom filters: {len(r.blooms)}")
     for b in r.blooms:

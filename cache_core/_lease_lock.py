@@ -3,7 +3,9 @@
 One lock per cache key, for the read-through of a cold key across a fleet of processes:
 
 * acquire: ``SET lock token NX PX lease`` with a random token (and clear the wake-up list of
-  a previous round, in the same script);
+  a previous round, in the same script); the token starts with the acquire time in hex
+  milliseconds (``<ms>-<random>``), which is how ``python -m cache_core inspect`` tells a lock's
+  age;
 * release: a Lua compare-and-delete, so a holder whose lease ran out never deletes the lock of
   the next holder; the same script pushes one wake-up token per registered follower;
 * followers register (a counter, in the same script that checks the lock is still held) and
@@ -29,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ._redis import RedisCache
 from .errors import BackendError
 
-__all__ = ["LeaseLock", "LeaseLockFactory", "slot_tag"]
+__all__ = ["LeaseLock", "LeaseLockFactory", "slot_tag", "stamped_token"]
 
 # KEYS[1] lock, KEYS[2] wake-up list, KEYS[3] follower count; ARGV[1] token, ARGV[2] lease ms
 _ACQUIRE: Final = """
@@ -93,6 +95,11 @@ def slot_tag(redis_key: str) -> str:
     return redis_key
 
 
+def stamped_token() -> str:
+    """A lock token: wall-clock milliseconds of its making, in hex, then 96 random bits."""
+    return f"{int(time.time() * 1000):x}-{secrets.token_hex(12)}"
+
+
 class LeaseLockFactory:
     """Builds lease locks for the keys of one RedisCache (its client, its prefix, its breaker).
 
@@ -149,13 +156,14 @@ class LeaseLock:
         self.done_key = done_key
         self.waiters_key = waiters_key
         self.lease = lease
-        self.token = secrets.token_hex(16)
+        self.token = stamped_token()
 
     @property
     def _lease_ms(self) -> int:
         return max(1, int(self.lease * 1000))
 
     def try_acquire(self) -> bool:
+        self.token = stamped_token()  # the acquire time, for inspect (issue 17)
         f = self.factory
         keys = [self.lock_key, self.done_key, self.waiters_key]
         return bool(f.cache.run("lock acquire", f._acquire, keys, [self.token, self._lease_ms]))

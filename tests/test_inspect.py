@@ -25,7 +25,7 @@ from cache_core._lease_lock import LeaseLockFactory
 from tests.redis_harness import RedisServer
 
 #: What inspect may send: reads of single keys and SCAN pages (never KEYS, never a write).
-READ_ONLY = {"scan", "memory|usage", "pttl", "getrange", "object|idletime", "get", "bitcount"}
+READ_ONLY = {"scan", "memory|usage", "pttl", "getrange", "time", "get", "bitcount"}
 
 
 def _commands(client: redis.Redis) -> dict[str, int]:
@@ -91,7 +91,7 @@ def test_inspect_reports_counts_ttls_serializers_locks_and_blooms(
     assert sorted(lock.key.rsplit("}:", 1)[-1] for lock in report.locks) == ["s1", "user:7"]
     for lock in report.locks:
         assert lock.lease_left_s is not None and 0 < lock.lease_left_s <= 30
-        assert lock.age_s is not None and 0 <= lock.age_s <= 5
+        assert lock.age_s is not None and 0 <= lock.age_s <= 5  # taken just now
     (bloom,) = report.blooms
     assert bloom.capacity == 10_000 and bloom.num_hashes == 7
     assert abs(bloom.approx_count - 2000) < 60
@@ -172,3 +172,21 @@ def test_command_line_json_and_text(redis_server: RedisServer, unique_prefix: st
         timeout=60,
     )
     assert bad.returncode == 1 and "ConnectionError" in bad.stderr
+
+
+def test_lock_age_comes_from_the_token_stamp(redis_client: redis.Redis, unique_prefix: str) -> None:
+    seconds, micros = redis_client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    cache = RedisCache(redis_client, prefix=unique_prefix)
+    lock = LeaseLockFactory(cache).lock("old", 60)
+    assert lock.try_acquire()
+    redis_client.set(lock.lock_key, f"{now_ms - 7500:x}-feedface", px=60_000)  # taken 7.5 s ago
+    legacy = LeaseLockFactory(cache).lock("legacy", 60)
+    assert legacy.try_acquire()
+    redis_client.set(legacy.lock_key, "0123456789abcdef", px=60_000)  # a token without a stamp
+    ages = {
+        lock.key.rsplit(":", 1)[-1]: lock.age_s
+        for lock in inspect_redis(redis_client, unique_prefix).locks
+    }
+    assert ages["legacy"] is None
+    assert ages["old"] is not None and 7.5 <= ages["old"] < 9.5
