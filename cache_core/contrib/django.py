@@ -66,7 +66,6 @@ from django.utils.crypto import salted_hmac
 from django.utils.module_loading import import_string
 
 from .._serializers import PickleSerializer, Serializer
-from .._validate import MISSING
 from ..errors import BackendError, CacheMiss, SerializationError
 from ._store import Store, StoreConfig, original_error
 
@@ -90,6 +89,7 @@ _OPTION_NAMES: Final = frozenset(
         "CULL_FREQUENCY",
     }
 )
+_ABSENT: Final = object()
 _SIGNING_SALT: Final = "cache_core.contrib.django.RedisCache"
 
 _stores: dict[tuple[Any, ...], Store] = {}
@@ -234,8 +234,8 @@ class RedisCache(BaseCache):  # type: ignore[misc]  # django ships no type infor
         fn: Callable[[], Any] = default if callable(default) else (lambda: default)
         ttl = self.get_backend_timeout(timeout)
         if ttl is not None and ttl <= 0:  # not cached: a hit still counts, a miss is computed
-            value = self._store.get(rkey, MISSING)
-            return fn() if value is MISSING else value
+            value = self._store.get(rkey, _ABSENT)
+            return fn() if value is _ABSENT else value
         try:
             return self._store.get_or_set(rkey, fn, ttl)
         except SerializationError as exc:
