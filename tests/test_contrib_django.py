@@ -40,7 +40,7 @@ from django.core.cache import CacheKeyWarning, caches
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from cache_core import CacheMiss, CircuitOpenError
+from cache_core import BackendError, CacheMiss, CircuitOpenError, PickleSerializer
 from cache_core.contrib.django import RedisCache, signing_key
 from tests.conftest import wait_for
 from tests.redis_harness import RedisClusterHarness, RedisServer, free_port
@@ -623,6 +623,19 @@ def test_signing_key_is_derived_from_secret_key() -> None:
         signing_key("")
 
 
+def test_configurations_with_different_serializers_do_not_share_a_store(
+    redis_server: RedisServer,
+) -> None:
+    a = make(redis_server.url, "djser", OPTIONS={"SERIALIZER": PickleSerializer(b"key a")})
+    b = make(redis_server.url, "djser", OPTIONS={"SERIALIZER": PickleSerializer(b"key b")})
+    assert a.store is not b.store
+    a.set("k", "signed with a")
+    assert b.get("k", "default") == "default"
+    with override_settings(SECRET_KEY="another site secret " + "z" * 30):
+        rotated = make(redis_server.url, "djser")
+    assert rotated.store is not make(redis_server.url, "djser").store
+
+
 def test_unknown_options_are_refused(redis_server: RedisServer) -> None:
     with pytest.raises(ImproperlyConfigured, match="L2"):
         RedisCache(redis_server.url, {"KEY_PREFIX": "djbad", "OPTIONS": {"L2": True}})
@@ -663,7 +676,7 @@ def test_breaker_fails_fast_when_redis_is_down() -> None:
         OPTIONS={"BREAKER": {"FAILURE_THRESHOLD": 2, "RESET_TIMEOUT": 60}},
     )
     for _ in range(2):
-        with pytest.raises(Exception):  # noqa: B017 (the connection error, wrapped)
+        with pytest.raises(BackendError):  # the connection error, wrapped
             dead.get("k")
     with pytest.raises(CircuitOpenError):
         dead.get("k")

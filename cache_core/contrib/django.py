@@ -177,9 +177,27 @@ def _config(server: Any, key_prefix: str, options: Mapping[str, Any]) -> StoreCo
         raise ImproperlyConfigured(f"cache_core.contrib.django.RedisCache: {exc}") from exc
 
 
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a setting: plain data by value, any other object by identity.
+
+    Objects in settings (a serializer instance) live as long as the process, and two of them
+    with equal reprs may still differ (a PickleSerializer hides its key).
+    """
+    if value is None or isinstance(value, str | bytes | int | float | bool):
+        return value
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return ("object", id(value))
+
+
 def _shared_store(server: Any, key_prefix: str, options: Mapping[str, Any]) -> Store:
     """One store per configuration, shared by the per-thread backend objects Django builds."""
-    ident = (repr(server), key_prefix, repr(sorted(options.items(), key=lambda kv: kv[0])))
+    derived = None
+    if options.get("SERIALIZER") is None and not options.get("SIGNING_KEY"):
+        derived = signing_key()  # a changed SECRET_KEY is another configuration
+    ident = (_frozen(server), key_prefix, _frozen(options), derived)
     store = _stores.get(ident)
     if store is None:
         with _stores_lock:
