@@ -177,11 +177,25 @@ class CounterRedisCache(RedisCache):
         super().mset(items, ttl)
 
     def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
-        if isinstance(entries, Mapping) and all(
-            isinstance(p, tuple) and len(p) == 2 for p in entries.values()
-        ):
-            entries = {k: (_to_redis(check_value(v)), t) for k, (v, t) in entries.items()}
-        super().mset_with_ttls(entries)
+        super().mset_with_ttls(_entries_to_redis(entries))
+
+    def set_fenced(self, key: str, value: bytes, ttl: TTL | None, token: str) -> bool:
+        return super().set_fenced(key, _to_redis(check_value(value)), ttl, token)
+
+    def mset_fenced(
+        self, entries: Mapping[str, tuple[bytes, TTL | None]], tokens: Mapping[str, str]
+    ) -> frozenset[str]:
+        return super().mset_fenced(_entries_to_redis(entries), tokens)
+
+
+def _entries_to_redis(
+    entries: Mapping[str, tuple[bytes, TTL | None]],
+) -> Mapping[str, tuple[bytes, TTL | None]]:
+    if isinstance(entries, Mapping) and all(
+        isinstance(p, tuple) and len(p) == 2 for p in entries.values()
+    ):
+        return {k: (_to_redis(check_value(v)), t) for k, (v, t) in entries.items()}
+    return entries  # malformed: RedisCache raises the error naming it
 
 
 def original_error(exc: SerializationError) -> BaseException:
