@@ -16,6 +16,19 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from ._breaker import CircuitBreaker, is_outage
+from ._fence import (
+    DELETE_FENCED,
+    FENCE_MARK,
+    FENCE_TTL_MS,
+    SET_FENCED,
+    SET_IF_FENCE,
+    SET_MANY_FENCED,
+    SET_MANY_IF_FENCE,
+    TAKE_FENCE,
+    fence_key,
+    fence_shares_slot,
+    new_token,
+)
 from ._validate import (
     MISSING,
     RESERVED_MARK,
@@ -48,18 +61,6 @@ FROM_URL_DEFAULTS: Final[dict[str, Any]] = {
 _SCAN_COUNT: Final = 1000
 _MAX_PENDING_DELETES: Final = 100_000
 _SET_MANY_CHUNK: Final = 1000
-# KEYS[i] gets ARGV[2i-1], expiring after ARGV[2i] ms (0: no expiry).
-_SET_MANY: Final = """
-for i = 1, #KEYS do
-    local px = tonumber(ARGV[2 * i])
-    if px > 0 then
-        redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', px)
-    else
-        redis.call('SET', KEYS[i], ARGV[2 * i - 1])
-    end
-end
-return #KEYS
-"""
 _R = TypeVar("_R")
 log = logging.getLogger("cache_core")
 _DEFAULT_BREAKER: Final[Any] = object()
@@ -145,7 +146,12 @@ class RedisCache:
         self._kp_len = len(self._kp.encode("utf-8"))
         self._pending_lock = threading.Lock()
         self._replay_lock = threading.Lock()
-        self._set_many_script = client.register_script(_SET_MANY)
+        self._take_fence = client.register_script(TAKE_FENCE)
+        self._set_if_fence = client.register_script(SET_IF_FENCE)
+        self._set_fenced = client.register_script(SET_FENCED)
+        self._delete_fenced = client.register_script(DELETE_FENCED)
+        self._set_many_fenced = client.register_script(SET_MANY_FENCED)
+        self._set_many_if_fence = client.register_script(SET_MANY_IF_FENCE)
 
     @classmethod
     def from_url(
@@ -324,13 +330,15 @@ class RedisCache:
             if not batch:
                 return
             try:
-                for start in range(0, len(batch), _SCAN_COUNT):  # pages, like clear()
-                    self._client.unlink(*[self._kp + k for k in batch[start : start + _SCAN_COUNT]])
+                self._unlink_fenced(batch)  # pages, like clear(); fences dropped too
             except REDIS_ERRORS as exc:
                 log.debug("cache_core: replaying %d deletes failed: %s", len(batch), exc)
                 raise
             self._forget_deletes(batch, upto)
-            log.info("cache_core: replayed %d deletes that failed during an outage", len(batch))
+            log.info(
+                "cache_core: replayed %d invalidations (failed writes and deletes) from an outage",
+                len(batch),
+            )
 
     # -- Cache -------------------------------------------------------------------------------
 
@@ -388,13 +396,127 @@ class RedisCache:
         return found
 
     def set(self, key: str, value: bytes, ttl: TTL | None = None) -> None:
+        """SET the value and drop the key's fence, atomically (a Lua script).
+
+        Dropping the fence refuses every store of a value loaded before this write (see
+        ``_fence``). If Redis is unreachable the error is raised and the write is remembered
+        as an invalidation of the key, replayed before any other command when Redis answers.
+        """
         data = check_value(value)
         px = self._px(ttl)
         rkey = self._kp + check_key(key)
         upto = self._pending_seq
-        self.run("SET", self._client.set, rkey, data, px=px)
+        try:
+            if self._fenceable(rkey):
+                self.run("SET", self._set_fenced, [fence_key(self._kp, key), rkey], [data, px or 0])
+            else:
+                self.run("SET", self._client.set, rkey, data, px=px)
+        except BackendError as exc:
+            self._on_failed_write(exc, [key])
+            raise
         if self._pending_deletes:
             self._forget_deletes([key], upto)
+
+    def _fenceable(self, rkey: str) -> bool:
+        # On a cluster the fence must share the value's slot (one script touches both).
+        return not self._cluster or fence_shares_slot(rkey)
+
+    def _on_failed_write(self, exc: BackendError, keys: Iterable[str]) -> None:
+        """A write that may not have reached Redis becomes a remembered invalidation."""
+        if is_outage(exc.__cause__) or isinstance(exc, CircuitOpenError):
+            self._remember_deletes(keys)
+
+    # -- fences: stores of loaded values that lose to writes (see _fence) ----------------------
+
+    def fence(self, key: str) -> str | None:
+        """Take the fence token of ``key`` before loading it (one round trip).
+
+        None when the key cannot be fenced (on a cluster, a key whose braces are not a hash
+        tag): store it with ``set``. Raises ``BackendError`` when Redis cannot be asked.
+        """
+        rkey = self._kp + check_key(key)
+        if not self._fenceable(rkey):
+            return None
+        token = self.run(
+            "FENCE", self._take_fence, [fence_key(self._kp, key)], [new_token(), FENCE_TTL_MS]
+        )
+        return token.decode() if isinstance(token, bytes) else str(token)
+
+    def set_fenced(self, key: str, value: bytes, ttl: TTL | None, token: str) -> bool:
+        """Store a loaded value only if no write to ``key`` came after ``fence(key)``.
+
+        Returns whether it was stored. Checked by Redis when the command executes, so a store
+        that arrives late (a slow connection, a paused server) is refused just the same.
+        """
+        data = check_value(value)
+        px = self._px(ttl)
+        rkey = self._kp + check_key(key)
+        if not isinstance(token, str):
+            raise TypeError(f"token must be str, not {type(token).__name__}")
+        stored = self.run(
+            "SET", self._set_if_fence, [fence_key(self._kp, key), rkey], [token, data, px or 0]
+        )
+        return bool(stored)
+
+    def fence_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """``fence`` for a batch (one pipelined round trip): key -> token, or None (unfenceable)."""
+        wanted = list(dict.fromkeys(check_keys(keys)))
+        kp = self._kp
+        fenced = [k for k in wanted if self._fenceable(kp + k)]
+
+        def take() -> list[Any]:
+            # SET NX then GET, per key, in order on the key's node: a new token or the shared one.
+            pipe = self._client.pipeline(transaction=False)
+            for key in fenced:
+                fence = fence_key(kp, key)
+                pipe.set(fence, new_token(), nx=True, px=FENCE_TTL_MS)
+                pipe.get(fence)
+            return pipe.execute()
+
+        replies = self.run("FENCE", take) if fenced else []
+        tokens: dict[str, str | None] = dict.fromkeys(wanted)
+        for i, key in enumerate(fenced):
+            token = replies[2 * i + 1]
+            tokens[key] = token.decode() if isinstance(token, bytes) else None
+        return tokens
+
+    def mset_fenced(
+        self, entries: Mapping[str, tuple[bytes, TTL | None]], tokens: Mapping[str, str]
+    ) -> frozenset[str]:
+        """Store loaded values, each only if its fence still holds its token; the keys stored.
+
+        A key without a token in ``tokens`` is not stored. One script per chunk on a single
+        server; on a cluster a pipeline of one EVAL per key (redis-py splits it per node).
+        """
+        checked = check_entries(entries, self._default_ttl)
+        kp = self._kp
+        rows = [
+            (key, value, 0 if seconds is None else ttl_ms(seconds), tokens[key])
+            for key, (value, seconds) in checked.items()
+            if isinstance(tokens.get(key), str)
+        ]
+        if not rows:
+            return frozenset()
+
+        def store() -> set[str]:
+            stored: set[str] = set()
+            if self._cluster:
+                pipe = self._client.pipeline(transaction=False)
+                for key, value, px, token in rows:
+                    fence = fence_key(kp, key)
+                    pipe.execute_command("EVAL", SET_IF_FENCE, 2, fence, kp + key, token, value, px)
+                replies = pipe.execute()
+                return {row[0] for row, ok in zip(rows, replies, strict=True) if ok}
+            for start in range(0, len(rows), _SET_MANY_CHUNK):
+                chunk = rows[start : start + _SET_MANY_CHUNK]
+                keys = [kp + r[0] for r in chunk] + [fence_key(kp, r[0]) for r in chunk]
+                args: list[Any] = []
+                for _, value, px, token in chunk:
+                    args += [token, value, px]
+                stored.update(chunk[int(i) - 1][0] for i in self._set_many_if_fence(keys, args))
+            return stored
+
+        return frozenset(self.run("SET", store))
 
     def delete(self, key: str) -> bool:
         """UNLINK the key. If Redis is unreachable the delete is remembered and replayed.
@@ -406,10 +528,12 @@ class RedisCache:
         """
         rkey = self._kp + check_key(key)
         try:
+            if self._fenceable(rkey):
+                fence = fence_key(self._kp, key)
+                return bool(self.run("UNLINK", self._delete_fenced, [rkey, fence]))
             return bool(self.run("UNLINK", self._client.unlink, rkey))
         except BackendError as exc:
-            if is_outage(exc.__cause__) or isinstance(exc, CircuitOpenError):
-                self._remember_deletes([key])
+            self._on_failed_write(exc, [key])
             raise
 
     def exists(self, key: str) -> bool:
@@ -435,16 +559,29 @@ class RedisCache:
         match = escape_glob(self._kp) + "*" if self._kp else None
 
         library = self._library_key
+        cut = self._kp_len
+        fence = FENCE_MARK.encode()
+        nested_fence = b":" + fence
 
         def scan_and_unlink() -> int:
             removed = 0
             for page in self._scan_pages(match):
                 # The library's own keys under the prefix, of this cache or of a cache whose
                 # prefix nests under it (lease locks, shared bloom filters, snapshots), are not
-                # cache entries: they expire by themselves or belong to a guard.
-                ours = [k for k in page if not library(k)]
-                if ours:
-                    removed += int(self._client.unlink(*ours))
+                # cache entries: they expire by themselves or belong to a guard. Fences go with
+                # the entries (uncounted): a clear is a write, and refuses the stores of loads
+                # in flight.
+                entries: list[bytes] = []
+                fences: list[bytes] = []
+                for raw in page:
+                    if not library(raw):
+                        entries.append(raw)
+                    elif raw[cut:].startswith(fence) or nested_fence in raw[cut:]:
+                        fences.append(raw)
+                if fences:
+                    self._client.unlink(*fences)
+                if entries:
+                    removed += int(self._client.unlink(*entries))
             return removed
 
         return self.run("SCAN/UNLINK", scan_and_unlink)
@@ -530,21 +667,13 @@ class RedisCache:
         return found
 
     def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
-        """MSET without a TTL; with one, ``SET PX`` per key in one round trip (``_set_many``)."""
+        """``SET [PX]`` per key and drop its fence, in one round trip (``_set_many``)."""
         px = self._px(ttl)
         checked = check_items(items)
         if not checked:
             return
-        kp = self._kp
         upto = self._pending_seq
-        if px is None:
-            mapping = {kp + k: v for k, v in checked.items()}
-            if self._cluster:
-                self.run("MSET", self._client.mset_nonatomic, mapping)  # type: ignore[union-attr]
-            else:
-                self.run("MSET", self._client.mset, mapping)
-        else:
-            self._set_many([(kp + k, v, px) for k, v in checked.items()])
+        self._set_many([(k, v, px) for k, v in checked.items()])
         if self._pending_deletes:
             self._forget_deletes(checked, upto)
 
@@ -553,11 +682,10 @@ class RedisCache:
         checked = check_entries(entries, self._default_ttl)
         if not checked:
             return
-        kp = self._kp
         upto = self._pending_seq
         self._set_many(
             [
-                (kp + key, value, None if seconds is None else ttl_ms(seconds))
+                (key, value, None if seconds is None else ttl_ms(seconds))
                 for key, (value, seconds) in checked.items()
             ]
         )
@@ -565,41 +693,78 @@ class RedisCache:
             self._forget_deletes(checked, upto)
 
     def _set_many(self, rows: list[tuple[str, bytes, int | None]]) -> None:
-        """SET each (redis key, value, px or None) in one round trip per chunk.
+        """SET each (key, value, px or None) and drop its fence, in one round trip per chunk.
 
-        On one server: a Lua script per chunk of up to 1000 keys, so redis-py packs and parses
-        one command instead of one per key (the warming path). On a cluster the keys span
-        slots: a non-transactional pipeline, which redis-py splits per node.
+        On one server: a Lua script per chunk of up to 1000 keys (drop fence, then SET, per
+        key), so redis-py packs and parses one command instead of one per key (the warming
+        path). On a cluster the keys span slots: a non-transactional pipeline, which redis-py
+        splits per node keeping each node's commands in order; a key's fence shares its slot,
+        so DEL fence reaches Redis before the SET, and no store slips between them unchecked.
+        A failed batch is remembered as invalidations of its keys.
         """
-        if self._cluster:
+        kp = self._kp
+        try:
+            if self._cluster:
 
-            def pipelined() -> None:
-                pipe = self._client.pipeline(transaction=False)
-                for rkey, value, px in rows:
-                    pipe.set(rkey, value, px=px)
-                pipe.execute()
+                def pipelined() -> None:
+                    pipe = self._client.pipeline(transaction=False)
+                    for key, value, px in rows:
+                        rkey = kp + key
+                        if fence_shares_slot(rkey):
+                            pipe.delete(fence_key(kp, key))
+                        pipe.set(rkey, value, px=px)
+                    pipe.execute()
 
-            self.run("MSET", pipelined)
-            return
-        for start in range(0, len(rows), _SET_MANY_CHUNK):
-            chunk = rows[start : start + _SET_MANY_CHUNK]
-            args: list[Any] = []
-            for _, value, px in chunk:
-                args.append(value)
-                args.append(px or 0)
-            self.run("MSET", self._set_many_script, [r[0] for r in chunk], args)
+                self.run("MSET", pipelined)
+                return
+            for start in range(0, len(rows), _SET_MANY_CHUNK):
+                chunk = rows[start : start + _SET_MANY_CHUNK]
+                args: list[Any] = []
+                for _, value, px in chunk:
+                    args.append(value)
+                    args.append(px or 0)
+                keys = [kp + r[0] for r in chunk] + [fence_key(kp, r[0]) for r in chunk]
+                self.run("MSET", self._set_many_fenced, keys, args)
+        except BackendError as exc:
+            self._on_failed_write(exc, [r[0] for r in rows])
+            raise
 
     def mdelete(self, keys: Iterable[str]) -> int:
         """UNLINK (split per slot on a cluster); returns how many keys existed.
 
         Like ``delete``, a batch that cannot reach Redis is remembered and replayed.
         """
-        wanted, rkeys = self._redis_keys(keys)
-        if not rkeys:
+        wanted = list(dict.fromkeys(check_keys(keys)))
+        if not wanted:
             return 0
         try:
-            return int(self.run("UNLINK", self._client.unlink, *dict.fromkeys(rkeys)))
+            return self.run("UNLINK", self._unlink_fenced, wanted)
         except BackendError as exc:
-            if is_outage(exc.__cause__) or isinstance(exc, CircuitOpenError):
-                self._remember_deletes(wanted)
+            self._on_failed_write(exc, wanted)
             raise
+
+    def _unlink_fenced(self, keys: list[str]) -> int:
+        """UNLINK values and DEL their fences (fence first on a cluster); count the values.
+
+        One script per chunk on a single server; on a cluster a pipeline split per node, each
+        fence ordered before its value (same slot, so same node and same connection).
+        """
+        kp = self._kp
+        if not self._cluster:
+            removed = 0
+            for start in range(0, len(keys), _SCAN_COUNT):
+                chunk = keys[start : start + _SCAN_COUNT]
+                script_keys = [kp + k for k in chunk] + [fence_key(kp, k) for k in chunk]
+                removed += int(self._delete_fenced(script_keys))
+            return removed
+        pipe = self._client.pipeline(transaction=False)
+        counted: list[bool] = []
+        for key in keys:
+            rkey = kp + key
+            if fence_shares_slot(rkey):
+                pipe.delete(fence_key(kp, key))
+                counted.append(False)
+            pipe.unlink(rkey)
+            counted.append(True)
+        replies = pipe.execute()
+        return sum(int(r) for r, value in zip(replies, counted, strict=True) if value)
