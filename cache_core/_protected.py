@@ -218,9 +218,12 @@ class ProtectedCache(Generic[T]):
                     rq.hit()
                     return value
             # An entry with metadata (early refresh, stale-while-revalidate) or undecodable:
-            # TypedCache's own read-through applies its rules to it (and counts the request).
+            # TypedCache's read-through goes on from this read (no second read; it counts the
+            # request).
             try:
-                return typed.get_or_set(key, self._loader(key, fn), ttl)
+                return typed._answer(
+                    key, self._loader(key, fn), ttl, typed._options, data, rq, None
+                )
             except _Absent:
                 return None
         self._misses.incr()

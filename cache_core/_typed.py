@@ -543,25 +543,47 @@ class TypedCache(Generic[T]):
         else:
             data = self._read(key)
             rq = self._l2
-        if data is not None:
-            if data[:4] == self._prefix:  # plain entry: no expiry metadata to consider
-                try:
-                    value = self._loads(data[4:])
-                except SerializationError as exc:
-                    self._undecodable(key, exc)
-                else:
-                    rq.hit()
-                    return value  # type: ignore[return-value]
+        if data is not None and data[:4] == self._prefix:  # plain entry: no expiry metadata
+            try:
+                value = self._loads(data[4:])
+            except SerializationError as exc:
+                self._undecodable(key, exc)
+                data = None
             else:
-                try:
-                    entry = self._entry(data)
-                    value = self._loads(entry.payload)
-                except SerializationError as exc:
-                    self._undecodable(key, exc)
-                else:
-                    return self._hit_with_meta(key, fn, ttl, opts, entry, value, rq)
+                rq.hit()
+                return value  # type: ignore[return-value]
+        return self._answer(key, fn, ttl, opts, data, rq, seen)
+
+    def _answer(
+        self,
+        key: str,
+        fn: Callable[[], T],
+        ttl: TTL | None,
+        opts: _Options,
+        data: bytes | None,
+        rq: LevelCounters,
+        seen: int | None,
+    ) -> T:
+        """The rest of ``get_or_set`` once the request's read returned ``data`` (counted by
+        ``rq``, the level that answered): a layer that made that read itself (ProtectedCache)
+        continues here instead of reading again."""
+        if data is not None:
+            try:
+                if data[:4] == self._prefix:
+                    return self._hit(self._loads(data[4:]), rq)  # type: ignore[no-any-return]
+                entry = self._entry(data)
+                value = self._loads(entry.payload)
+            except SerializationError as exc:
+                self._undecodable(key, exc)
+            else:
+                return self._hit_with_meta(key, fn, ttl, opts, entry, value, rq)
         rq.miss()
         return self._load(key, fn, ttl, opts, seen)
+
+    @staticmethod
+    def _hit(value: Any, rq: LevelCounters) -> Any:
+        rq.hit()
+        return value
 
     def _lookup(self, key: str, *, catch: bool = True) -> tuple[bytes | None, LevelCounters]:
         """A request's read: the bytes (None: miss) and the counters of the level that answered.

@@ -202,3 +202,20 @@ def test_load_histogram_and_backend_errors(fault_server: Any) -> None:
     assert stats.load_seconds_sum == pytest.approx(0.303)
     assert (stats.loads_total, stats.load_errors_total) == (3, 1)
     assert stats.backend_errors_by_kind["connection"] == 2
+
+
+def test_guard_over_entries_with_metadata_reads_once_per_request(
+    redis_client: redis.Redis, unique_prefix: str
+) -> None:
+    """ProtectedCache continues TypedCache's read-through from its own read: the multi-level
+    cache below sees one read per request even for entries with metadata (stale_ttl)."""
+    multi = _multi(redis_client, unique_prefix)
+    bloom = BloomFilter(100, 0.01)
+    bloom.update(["a", "b"])
+    guard = ProtectedCache(TypedCache(multi, stale_ttl=30, name="meta-guard"), bloom)
+    for _ in range(5):
+        assert guard.get_or_set("a", lambda: 1) == 1
+    ml = multi.stats()
+    assert (ml.l1_hits, ml.l2_hits, ml.misses) == (4, 0, 1)
+    stats = guard.stats()
+    assert {k: v for k, v in stats.requests.items() if v} == {("l1", "hit"): 4, ("l2", "miss"): 1}
