@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from cache_core import MemoryCache, MultiLevelCache, RedisCache, TypedCache
 
 pytestmark = pytest.mark.benchmark(group="metrics")
 
-BASE = "94ed5b7"  # main just before issue 17
+BASE = "2aab3b1"  # main just before issue 17 was merged into this branch
 ROOT = Path(__file__).resolve().parent.parent
 VALUE = {"id": 42, "name": "Ada Lovelace", "email": "ada@example.org", "roles": ["admin", "dev"]}
 
@@ -54,6 +56,23 @@ def base_package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         if required is not None:
             os.environ["CACHE_CORE_REQUIRE_NATIVE"] = required
         sys.path.remove(str(where))
+
+
+def _fastest_rounds(
+    fns: dict[str, Callable[[], object]], rounds: int = 200, inner: int = 500
+) -> dict[str, float]:
+    """ns per call of each fn's fastest round, rounds interleaved in a shuffled order."""
+    best = dict.fromkeys(fns, float("inf"))
+    order = list(fns)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for name in order:
+            fn = fns[name]
+            start = time.perf_counter_ns()
+            for _ in range(inner):
+                fn()
+            best[name] = min(best[name], (time.perf_counter_ns() - start) / inner)
+    return best
 
 
 class _NoCount:
@@ -100,5 +119,19 @@ def test_l1_hit_metrics_on_vs_off(
     ns = result.unit_ns
     ratio = ns["metrics on (get_or_set)"] / ns["counting stubbed out (get_or_set)"]
     result.notes.append(f"metrics on / counting stubbed out: x{ratio:.3f}")
+    # On a busy machine the medians move more than the effect: the fastest of many interleaved
+    # rounds (the ones no other process preempted) is the steadier figure.
+    best = _fastest_rounds(
+        {
+            "before": lambda: before.get_or_set("user:42", dict),
+            "stubbed": lambda: stubbed.get_or_set("user:42", dict),
+            "on": lambda: on.get_or_set("user:42", dict),
+        }
+    )
+    result.notes.append(
+        f"fastest rounds: before {best['before']:.0f} ns, stubbed {best['stubbed']:.0f} ns, "
+        f"on {best['on']:.0f} ns; on / before x{best['on'] / best['before']:.3f}, "
+        f"on / stubbed x{best['on'] / best['stubbed']:.3f}"
+    )
     assert on.stats().requests[("l1", "hit")] > 0
     benchmark(on.get_or_set, "user:42", dict)

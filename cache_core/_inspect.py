@@ -3,7 +3,8 @@
 What it reports for the keys under ``P:`` (every key when ``P`` is empty):
 
 * key count and memory: SCAN (``COUNT --scan-count``, never KEYS) with ``MEMORY USAGE`` on each
-  key it sees; with ``--sample N`` the scan stops after N keys and the totals are estimates,
+  key it sees (with ``PTTL`` and ``GETRANGE 0 3``, in one ``EVAL_RO`` call per 500 keys); with
+  ``--sample N`` the scan stops after N keys and the totals are estimates,
   scaled by how much of the keyspace the SCAN cursor has covered (the cursor walks the hash
   table in reverse-binary order, so its bit-reversal is the fraction of buckets visited);
 * the TTL distribution (``PTTL``) and the entries by serializer: the first 4 bytes of each value
@@ -55,6 +56,21 @@ TTL_BUCKETS: Final = (
     ("1-24 h", 86_400_000),
     (">= 1 day", math.inf),
 )
+# One call describes a batch of keys (about 0.3 ms of Redis time for 500): 30,000 replies of
+# single commands cost 0.5 s of parsing in redis-py, 20 script replies almost nothing.
+_DESCRIBE: Final = """
+local out = {}
+for i, key in ipairs(KEYS) do
+    out[3 * i - 2] = redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0') or -1
+    out[3 * i - 1] = redis.call('PTTL', key)
+    if redis.call('TYPE', key)['ok'] == 'string' then
+        out[3 * i] = redis.call('GETRANGE', key, 0, 3)
+    else
+        out[3 * i] = 0
+    end
+end
+return out
+"""
 _LOCK: Final = "__cc_lock__"
 _BLOOM: Final = "__ccbf__"
 _SNAPSHOT: Final = "__ccbs__"
@@ -192,6 +208,23 @@ def inspect_redis(
         return show
 
     serializers = _serializer_names()
+    scripted = [True]
+
+    def describe(batch: list[bytes]) -> list[Any]:
+        """(memory, pttl, first 4 bytes) of each key: one read-only script call per batch
+        (Redis >= 7), else a pipeline of three commands per key (what the script runs)."""
+        if scripted[0]:
+            try:
+                return list(client.eval_ro(_DESCRIBE, len(batch), *batch))
+            except redis.ResponseError:
+                scripted[0] = False  # EVAL_RO unknown or not allowed: plain commands
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")
+            pipe.pttl(key)
+            pipe.getrange(key, 0, 3)
+        return list(pipe.execute(raise_on_error=False))
+
     ttl: Counter[str] = Counter()
     entries: Counter[str] = Counter()
     memory = 0
@@ -209,12 +242,7 @@ def inspect_redis(
             keys = keys[: sample - seen]
         for first in range(0, len(keys), _PIPELINE):
             batch = keys[first : first + _PIPELINE]
-            pipe = client.pipeline(transaction=False)
-            for key in batch:
-                pipe.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")
-                pipe.pttl(key)
-                pipe.getrange(key, 0, 3)
-            replies = pipe.execute(raise_on_error=False)
+            replies = describe(batch)
             for i in range(len(batch)):
                 mem, pttl, head = replies[3 * i : 3 * i + 3]
                 if isinstance(mem, int):
@@ -266,7 +294,7 @@ def _ttl_bucket(pttl: object) -> str:
 
 def _entry_kind(head: object, serializers: dict[int, str]) -> str:
     if not isinstance(head, bytes):
-        return "not a string"
+        return "not a string"  # a WRONGTYPE error (pipeline), or 0 (script)
     if len(head) < 4 or head[0] != MAGIC or head[1] != VERSION:
         return "raw"
     name = serializers.get(head[3], f"serializer id {head[3]}")

@@ -25,7 +25,9 @@ from cache_core._lease_lock import LeaseLockFactory
 from tests.redis_harness import RedisServer
 
 #: What inspect may send: reads of single keys and SCAN pages (never KEYS, never a write).
-READ_ONLY = {"scan", "memory|usage", "pttl", "getrange", "time", "get", "bitcount"}
+READ_ONLY = {
+    "scan", "eval_ro", "memory|usage", "pttl", "type", "getrange", "time", "get", "bitcount"
+}  # fmt: skip
 
 
 def _commands(client: redis.Redis) -> dict[str, int]:
