@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
@@ -192,3 +193,35 @@ def test_lock_age_comes_from_the_token_stamp(redis_client: redis.Redis, unique_p
     }
     assert ages["legacy"] is None
     assert ages["old"] is not None and 7.5 <= ages["old"] < 9.5
+
+
+def test_a_read_only_acl_user_without_scripts_gets_the_same_report(
+    redis_server: RedisServer, redis_client: redis.Redis, unique_prefix: str
+) -> None:
+    """EVAL_RO refused (an ACL user limited to reads): inspect falls back to plain commands."""
+    _populate(redis_client, unique_prefix)
+    user = f"inspector-{unique_prefix}"
+    redis_client.acl_setuser(
+        user,
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        commands=["+@read", "+time", "+memory|usage", "+hello", "+ping"],
+    )
+    try:
+        reader = redis_server.client(username=user, password="pw")
+        with contextlib.suppress(redis.ResponseError):
+            reader.eval_ro("return 1", 0)
+            raise AssertionError("the user should not be allowed to run scripts")
+        limited = inspect_redis(reader, unique_prefix)
+        reader.close()
+    finally:
+        redis_client.acl_deluser(user)
+    full = inspect_redis(redis_client, unique_prefix)
+    assert (limited.keys_seen, limited.entries, limited.ttl) == (
+        full.keys_seen,
+        full.entries,
+        full.ttl,
+    )
+    assert limited.memory_seen_bytes == full.memory_seen_bytes
+    assert len(limited.locks) == 2 and len(limited.blooms) == 1
