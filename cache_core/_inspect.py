@@ -18,8 +18,10 @@ What it reports for the keys under ``P:`` (every key when ``P`` is empty):
   estimated false-positive rate ``fill ** k``) and bloom snapshots (``__ccbs__`` pointers).
   They are found by a second SCAN whose MATCH returns only library keys, over the whole
   keyspace (library keys are few; this pass transfers almost nothing, but Redis walks every
-  key: about a second per million keys here). ``--library-budget SECONDS`` bounds it; the
-  report then says which fraction of the keyspace it covered.
+  key: about a second per million keys here). ``--library-budget SECONDS`` bounds it (with
+  ``--sample`` it defaults to ``SAMPLED_LIBRARY_BUDGET``, 1 s, so a sampled run stays bounded on
+  any keyspace; ``--library-budget inf`` scans it all); the report then says which fraction of
+  the keyspace it covered.
 
 Every command is O(1) per key or a bounded SCAN page; nothing blocks the server, nothing is
 written (the connection asks ``CLIENT NO-TOUCH ON`` where Redis supports it, so sampling does not
@@ -49,6 +51,8 @@ from ._redis import escape_glob
 __all__ = ["InspectReport", "add_parser", "format_text", "inspect_redis", "main", "run"]
 
 _PIPELINE: Final = 500
+#: Seconds the library-key pass may take by default when ``--sample`` bounds the run.
+SAMPLED_LIBRARY_BUDGET: Final = 1.0
 TTL_BUCKETS: Final = (
     ("< 1 min", 60_000),
     ("1-10 min", 600_000),
@@ -428,7 +432,8 @@ def add_parser(sub: Any) -> None:
         "--library-budget",
         type=float,
         default=None,
-        help="seconds at most for the pass that finds locks and bloom filters (default: all)",
+        help="seconds at most for the pass that finds locks and bloom filters (default: 1 with "
+        "--sample, else no limit; inf: no limit)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -450,7 +455,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             scan_count=args.scan_count,
             url=args.url,
             stderr=None if args.quiet else sys.stderr,
-            library_budget=args.library_budget,
+            library_budget=_budget(args.library_budget, args.sample),
         )
     except redis.RedisError as exc:
         print(f"inspect: {args.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -464,6 +469,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     else:
         out.write(format_text(report))
     return 0
+
+
+def _budget(given: float | None, sample: int | None) -> float | None:
+    if given is None:
+        return SAMPLED_LIBRARY_BUDGET if sample is not None else None
+    return None if given == float("inf") else given
 
 
 def _size(n: float) -> str:

@@ -225,3 +225,12 @@ def test_a_read_only_acl_user_without_scripts_gets_the_same_report(
     )
     assert limited.memory_seen_bytes == full.memory_seen_bytes
     assert len(limited.locks) == 2 and len(limited.blooms) == 1
+
+
+def test_sampled_runs_bound_the_library_pass_by_default() -> None:
+    from cache_core._inspect import SAMPLED_LIBRARY_BUDGET, _budget
+
+    assert _budget(None, 10_000) == SAMPLED_LIBRARY_BUDGET == 1.0
+    assert _budget(None, None) is None  # a full run scans everything
+    assert _budget(float("inf"), 10_000) is None
+    assert _budget(2.5, None) == 2.5
