@@ -34,6 +34,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -233,6 +234,14 @@ class CacheMetrics:
         self._blooms: list[Any] = []
         REGISTRY.add(self)
 
+    def _after_fork(self) -> None:
+        """In a forked child: locks another thread held at the fork would never be released."""
+        self._hist_lock = threading.Lock()
+        counters = [*self._requests.values(), *self._backend_errors.values()]
+        counters += [v for v in vars(self).values() if isinstance(v, Counter)]
+        for counter in counters:
+            counter.reset_lock()
+
     def cover(self) -> None:
         """A layer above counts the user's requests: exporters skip this handle's requests."""
         self.covered = True
@@ -341,6 +350,18 @@ class MetricsRegistry:
 
 
 REGISTRY: Final = MetricsRegistry()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent (an exporter's sync thread, a loader observing its duration) may
+    # have held one of these locks at the fork; the child has only the forking thread.
+    REGISTRY._lock = threading.Lock()
+    for handle in list(REGISTRY._handles.values()):
+        handle._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def metrics_registry() -> MetricsRegistry:

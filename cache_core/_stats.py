@@ -34,6 +34,10 @@ class Counter:
         for _ in range(n):
             next(self._count)
 
+    def reset_lock(self) -> None:
+        """After a fork: a read lock held by another thread of the parent is never released."""
+        self._read_lock = threading.Lock()
+
     @property
     def value(self) -> int:
         # Reading consumes one number from the counter; remember it so it is not counted.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from typing import Any
 
@@ -219,3 +221,39 @@ def test_guard_over_entries_with_metadata_reads_once_per_request(
     assert (ml.l1_hits, ml.l2_hits, ml.misses) == (4, 0, 1)
     stats = guard.stats()
     assert {k: v for k, v in stats.requests.items() if v} == {("l1", "hit"): 4, ("l2", "miss"): 1}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_while_another_thread_holds_the_metrics_locks_does_not_deadlock_the_child() -> None:
+    typed: TypedCache[int] = TypedCache(MemoryCache(), name="fork")
+    typed.get_or_set("k", lambda: 1)
+    holding = threading.Event()
+    release = threading.Event()
+    handle = typed.metrics
+
+    def hold() -> None:
+        with REGISTRY._lock, handle._hist_lock, handle.loads._read_lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: everything below would hang on an inherited, held lock
+        signal.alarm(5)
+        try:
+            child: TypedCache[int] = TypedCache(MemoryCache(), name="child")
+            child.get_or_set("k", lambda: 2)
+            assert typed.stats().loads == 1
+            assert any(h.name == "child" for h in REGISTRY.handles())
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    release.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
