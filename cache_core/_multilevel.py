@@ -188,27 +188,23 @@ class MultiLevelCache:
     # -- Cache -------------------------------------------------------------------------------
 
     def get(self, key: str, default: Any = MISSING) -> Any:
-        value = self._l1.get(key, None)
-        if value is not None:
-            self._l1_hits.hit()
-            return value
-        check_key(key)  # after the L1 lookup: a key set() refuses is never in L1
-        hit = self._read_l2([key]).get(key)
-        if hit is None:
-            self._l2_hits.miss()
-            if default is MISSING:
-                raise CacheMiss(key)
-            return default
-        self._l2_hits.hit()
-        return hit
+        value = self.read_l1(key)
+        if value is None:
+            value = self.read_l2(key)
+            if value is None:
+                if default is MISSING:
+                    raise CacheMiss(key)
+                return default
+        return value
 
     # -- seams for a layer above that counts requests itself (TypedCache) ----------------------
 
     def read_l1(self, key: str) -> bytes | None:
         """The L1 step of ``get``: the bytes if L1 has them (counted as an L1 hit), else None.
 
-        With ``read_l2`` it lets a layer above learn at which level a request was answered
-        without an allocation per hit; ``get`` is exactly ``read_l1`` then ``read_l2``.
+        ``get`` is exactly ``read_l1`` then ``read_l2``, and ``TypedCache`` calls the two itself
+        to learn at which level a request was answered, without an allocation per hit: every
+        rule about reading L1 belongs here (and ``peek``), not in ``get``.
         """
         value = self._l1.get(key, None)
         if value is not None:
@@ -217,7 +213,7 @@ class MultiLevelCache:
 
     def read_l2(self, key: str) -> bytes | None:
         """The L2 step of ``get`` (promotion included), counted as an L2 hit or a miss."""
-        check_key(key)
+        check_key(key)  # after the L1 lookup: a key set() refuses is never in L1
         hit = self._read_l2([key]).get(key)
         if hit is None:
             self._l2_hits.miss()
