@@ -11,6 +11,7 @@ from typing import Any
 
 from cachetools import TLRUCache
 
+from ._fork import after_fork_in_child
 from ._validate import (
     MISSING,
     TTL,
@@ -41,7 +42,7 @@ class MemoryCache:
     one lock for a few dict operations only; no user code ever runs under it.
     """
 
-    __slots__ = ("_data", "_default_ttl", "_lock", "_maxsize", "_timer")
+    __slots__ = ("__weakref__", "_data", "_default_ttl", "_lock", "_maxsize", "_timer")
 
     def __init__(
         self,
@@ -60,6 +61,11 @@ class MemoryCache:
         self._default_ttl = ttl_seconds(default_ttl, None, "default_ttl")
         self._timer = timer
         self._data: TLRUCache[str, _Entry] = TLRUCache(maxsize, _time_to_use, timer)
+        self._lock = threading.Lock()
+        after_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        # A thread of the parent may have held the lock at the fork; it does not exist here.
         self._lock = threading.Lock()
 
     @property
