@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from ._fork import after_fork_in_child
 from ._stats import Counter
 from ._validate import (
     MISSING,
@@ -49,13 +51,37 @@ class MultiLevelCache:
     under one lock: a write or delete that lands in the middle of another thread's promotion
     or write wins, so a deleted or overwritten value is never resurrected in L1.
 
-    Within one process L1 is coherent with this cache's own writes. Writes made by other
-    processes reach L1 only when its entry expires: ``l1_ttl`` bounds that staleness. While L2
-    is unreachable, reads keep being served from L1 and writes still fill L1 (for at most
-    ``l1_ttl``) while raising the L2's ``BackendError`` to the writer.
+    Within one process L1 is coherent with this cache's own writes. Writes made by anyone
+    else (other processes, ``redis-cli``, expiry, eviction, other caches in this process):
+
+    * ``invalidation=True`` (the default) and an L2 that offers ``invalidation_listener()``
+      (``RedisCache`` on a single Redis): Redis' broadcast key tracking tells a shared listener
+      thread, which drops the keys from L1 (milliseconds after the write). An L2 read that
+      races an invalidation never installs the old value (the invalidation bumps the key's
+      epoch). While the listener is not subscribed (starting, reconnecting, dead connection,
+      missed pong, after a fork) L1 is flushed and bypassed: reads go to L2, nothing is
+      promoted, writes go to L2 only. ``FLUSHDB``/``FLUSHALL`` flush L1.
+    * otherwise (``invalidation=False``, or an L2 without a listener): they reach L1 only when
+      its entry expires.
+
+    Either way ``l1_ttl`` bounds the staleness if everything else fails. While L2 is
+    unreachable without invalidation, reads keep being served from L1 and writes still fill L1
+    (for at most ``l1_ttl``) while raising the L2's ``BackendError`` to the writer; with
+    invalidation, an unreachable Redis also means an unheard one, so L1 is bypassed.
+
+    ``on_invalidate(callback)`` lets a layer above hear the keys dropped by invalidations
+    (``None``: everything); ``close()`` unsubscribes from the listener.
     """
 
-    def __init__(self, l1: Any, l2: Any, *, l1_ttl: TTL, l2_ttl: TTL | None = None) -> None:
+    def __init__(
+        self,
+        l1: Any,
+        l2: Any,
+        *,
+        l1_ttl: TTL,
+        l2_ttl: TTL | None = None,
+        invalidation: bool = True,
+    ) -> None:
         for name, cache in (("l1", l1), ("l2", l2)):
             missing = [
                 m for m in ("get", "set", "delete", "exists", "clear", "mget", "mset", "mdelete")
@@ -82,6 +108,102 @@ class MultiLevelCache:
         self._l1_hits = Counter()
         self._l2_hits = Counter()
         self._misses = Counter()
+        # Whether L1 may be read and filled: always without a listener; with one, only while
+        # it is subscribed. Read without the lock on the hit path (one attribute load).
+        self._trusted = True
+        self._callbacks: list[Callable[[list[str] | None], None]] = []
+        self._listener: Any = None
+        after_fork_in_child(self._after_fork_in_child)
+        if invalidation:
+            seam = getattr(l2, "invalidation_listener", None)
+            listener = seam() if callable(seam) else None
+            if listener is not None:
+                self._trusted = False
+                self._listener = listener
+                listener.add(self)  # reports its state to us at once, then on every change
+                # A cache built while Redis is up starts with a working L1; one built while it
+                # is down starts bypassed, after a bounded wait.
+                listener.wait_connected(1.0)
+
+    # -- invalidation ------------------------------------------------------------------------
+
+    @property
+    def invalidation(self) -> bool:
+        """Whether a listener keeps L1 coherent with every write (else only ``l1_ttl`` does)."""
+        return self._listener is not None
+
+    @property
+    def l1_trusted(self) -> bool:
+        """Whether L1 is in use now (False while the invalidation listener is not subscribed)."""
+        return self._trusted
+
+    def invalidation_state(self, connected: bool) -> None:
+        """Listener callback: writes are heard again (True) or may go unheard (False)."""
+        with self._lock:
+            # Both ways, L1 and the reads in flight are dropped: what they hold may predate a
+            # write whose invalidation was lost while the listener was away.
+            self._trusted = connected
+            self._invalidate(list(self._reading))
+            self._l1.clear()
+        if not connected:
+            self._notify(None)
+
+    def invalidate(self, keys: list[str] | None) -> None:
+        """Listener callback: ``keys`` were written by someone (``None``: FLUSHDB/FLUSHALL)."""
+        with self._lock:
+            if keys is None:
+                self._invalidate(list(self._reading))
+                self._l1.clear()
+            else:
+                self._invalidate(keys)
+                self._drop_from_l1(keys)
+        self._notify(keys)
+
+    def _drop_from_l1(self, keys: list[str]) -> None:
+        try:
+            self._l1.mdelete(keys)
+        except Exception:
+            # A key someone else wrote need not be a valid key of ours: drop the others.
+            for key in keys:
+                try:
+                    self._l1.delete(key)
+                except Exception:
+                    continue
+
+    def on_invalidate(self, callback: Callable[[list[str] | None], None]) -> None:
+        """Call ``callback(keys)`` in the listener thread after ``keys`` left L1 (None: all).
+
+        Also called with None when the listener disconnects. Keep it short: it delays the
+        next invalidation.
+        """
+        self._callbacks.append(callback)
+
+    def _notify(self, keys: list[str] | None) -> None:
+        for callback in self._callbacks:
+            callback(keys)
+
+    def close(self) -> None:
+        """Stop hearing invalidations (L1 is flushed and bypassed from now on); L1, L2 stay open."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.remove(self)
+            self.invalidation_state(False)
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread may have held the lock or been promoting a key; the child's listener
+        # starts from scratch and misses everything written until it subscribes.
+        self._lock = threading.Lock()
+        self._reading = {}
+        if self._listener is not None:
+            self._trusted = False
+        with contextlib.suppress(Exception):
+            self._l1.clear()
+
+    def _untrusted(self) -> None:
+        """On the bypass path: make sure a listener exists to end the bypass (after a fork)."""
+        listener = self._listener
+        if listener is not None:
+            listener.ensure_running()
 
     def stats(self) -> MultiLevelStats:
         return MultiLevelStats(self._l1_hits.value, self._l2_hits.value, self._misses.value)
@@ -107,7 +229,10 @@ class MultiLevelCache:
         return default if isinstance(default, float | int) else None
 
     def __repr__(self) -> str:
-        return f"MultiLevelCache(l1={self._l1!r}, l2={self._l2!r}, l1_ttl={self._l1_ttl})"
+        return (
+            f"MultiLevelCache(l1={self._l1!r}, l2={self._l2!r}, l1_ttl={self._l1_ttl}, "
+            f"invalidation={self._listener is not None})"
+        )
 
     # -- TTL arithmetic ----------------------------------------------------------------------
 
@@ -140,9 +265,10 @@ class MultiLevelCache:
         # overwrites or deletes what was promoted). Both end with L1 agreeing with the write.
         with self._lock:
             try:
+                trusted = self._trusted
                 for key, (reading, epoch) in started.items():
                     hit = hits.get(key)
-                    if hit is not None and reading.epoch == epoch:
+                    if hit is not None and reading.epoch == epoch and trusted:
                         left = hit[1]
                         if left is None or left > 0:
                             self._l1.set(key, hit[0], ttl=self._l1_seconds(left))
@@ -163,10 +289,14 @@ class MultiLevelCache:
     # -- Cache -------------------------------------------------------------------------------
 
     def get(self, key: str, default: Any = MISSING) -> Any:
-        value = self._l1.get(key, None)
-        if value is not None:
-            self._l1_hits.incr()
-            return value
+        if self._trusted:
+            value = self._l1.get(key, None)
+            if value is not None:
+                self._l1_hits.incr()
+                return value
+        else:
+            check_key(key)
+            self._untrusted()
         hit = self._read_l2([key]).get(key)
         if hit is None:
             self._misses.incr()
@@ -235,9 +365,10 @@ class MultiLevelCache:
     ) -> None:
         with self._lock:
             overtaken: list[str] = []
+            trusted = self._trusted
             for key, (value, seconds) in entries.items():
                 reading, epoch = started[key]
-                if reading.epoch == epoch:
+                if reading.epoch == epoch and trusted:
                     self._l1.set(key, value, ttl=self._l1_seconds(seconds))
                 else:  # a concurrent write or delete came after ours: L1 must not keep ours
                     overtaken.append(key)
@@ -259,7 +390,9 @@ class MultiLevelCache:
         return removed or removed_l1 > 0
 
     def exists(self, key: str) -> bool:
-        return bool(self._l1.exists(key)) or bool(self._l2.exists(key))
+        if self._trusted and self._l1.exists(key):
+            return True
+        return bool(self._l2.exists(key))
 
     def clear(self) -> int:
         """Clear L2 (the count is L2's, the shared truth), then L1."""
@@ -275,7 +408,11 @@ class MultiLevelCache:
 
     def mget(self, keys: Iterable[str]) -> dict[str, bytes]:
         wanted = check_keys(keys)
-        found = self._l1.mget(wanted)
+        if self._trusted:
+            found = self._l1.mget(wanted)
+        else:
+            found = {}
+            self._untrusted()
         self._l1_hits.add(len(found))
         if len(found) < len(wanted):
             missing = [k for k in dict.fromkeys(wanted) if k not in found]

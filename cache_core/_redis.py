@@ -16,6 +16,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from ._breaker import CircuitBreaker, is_outage
+from ._invalidation import InvalidationListener, listener_for
 from ._validate import (
     MISSING,
     TTL,
@@ -209,9 +210,22 @@ class RedisCache:
         """The Redis key that holds ``key`` (``prefix:key``)."""
         return self._kp + check_key(key)
 
+    def invalidation_listener(self) -> InvalidationListener | None:
+        """The shared listener that hears every write under this cache's prefix, by anyone.
+
+        One per client and prefix (see ``_invalidation``); ``MultiLevelCache`` subscribes its
+        L1 to it. None on a Redis Cluster client: not supported there yet.
+        """
+        if self._cluster:
+            return None
+        return listener_for(self._client, self._kp)
+
     def close(self) -> None:
         """Close the client if this cache built it (``from_url``); a caller's client stays open."""
         if self._owns_client:
+            listener = self.invalidation_listener()
+            if listener is not None:
+                listener.close()
             self._client.close()
 
     def __enter__(self) -> RedisCache:

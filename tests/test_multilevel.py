@@ -73,7 +73,8 @@ def test_promotion_never_outlives_l2(l2: RedisCache, redis_client: redis.Redis) 
 def test_writes_bound_l1_by_the_write_ttl(l2: RedisCache) -> None:
     clock = FakeClock()
     l1 = MemoryCache(timer=clock)
-    cache = MultiLevelCache(l1, l2, l1_ttl=60)
+    # Without invalidation: with it, the write's own invalidation drops it from L1 right after.
+    cache = MultiLevelCache(l1, l2, l1_ttl=60, invalidation=False)
     cache.set("a", b"1", ttl=2)
     cache.mset({"b": b"2"}, ttl=3)
     cache.set("c", b"3", ttl=600)
@@ -121,7 +122,8 @@ def test_delete_racing_a_promotion_never_resurrects(l2: RedisCache) -> None:
 def test_set_racing_a_promotion_keeps_the_new_value(l2: RedisCache) -> None:
     counting = CountingL2(l2)
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, counting, l1_ttl=60)
+    # The epochs alone (invalidation would drop the new value from L1 too, hiding the race).
+    cache = MultiLevelCache(l1, counting, l1_ttl=60, invalidation=False)
     l2.set("k", b"old")
     counting.hold = threading.Event()
     reader = threading.Thread(target=lambda: cache.get("k", None))
@@ -228,7 +230,8 @@ def test_l2_outage_on_write_reports_it_and_keeps_the_value_in_l1(
     clock = FakeClock()
     l1 = MemoryCache(timer=clock)
     l2 = RedisCache.from_url(fault_server.url, prefix="f")
-    cache = MultiLevelCache(l1, l2, l1_ttl=60)
+    # The TTL-bound mode: with invalidation, an unreachable Redis is an unheard one (L1 bypassed).
+    cache = MultiLevelCache(l1, l2, l1_ttl=60, invalidation=False)
     cache.set("k", b"v1")
     fault_server.stop()
     assert cache.get("k") == b"v1"  # L1 keeps serving while L2 is down
