@@ -142,7 +142,10 @@ def test_a_child_never_serves_what_the_parents_l1_held(client: redis.Redis) -> N
     l1 = MemoryCache()
     cache = MultiLevelCache(l1, RedisCache(client, prefix="fork-l1"), l1_ttl=600)
     assert wait_for(lambda: cache.l1_trusted)
+    heard = threading.Event()
+    cache.on_invalidate(lambda keys: heard.set())
     client.set("fork-l1:k", b"v1")
+    assert heard.wait(5)  # its own invalidation, or it could drop the promotion below
     assert cache.get("k") == b"v1" and l1.get("k") == b"v1"
     parent_id = client.client_id()
 

@@ -1,4 +1,9 @@
-"""MultiLevelCache: promotion, TTL bounds, write order, and the delete-vs-promotion race."""
+"""MultiLevelCache: promotion, TTL bounds, write order, and the delete-vs-promotion race.
+
+These tests look inside L1 right after writing to L2, so they turn invalidation off: with it,
+each write's own invalidation drops the key from L1 a moment later (test_invalidation covers
+the cache with invalidation on).
+"""
 
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ def l2(redis_client: redis.Redis) -> RedisCache:
 def test_l2_hit_is_promoted_and_then_served_from_l1(l2: RedisCache) -> None:
     counting = CountingL2(l2)
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, counting, l1_ttl=60)
+    cache = MultiLevelCache(l1, counting, l1_ttl=60, invalidation=False)
     l2.set("k", b"v", ttl=60)
     assert cache.get("k") == b"v"
     assert l1.get("k") == b"v"
@@ -58,7 +63,7 @@ def test_l2_hit_is_promoted_and_then_served_from_l1(l2: RedisCache) -> None:
 def test_promotion_never_outlives_l2(l2: RedisCache, redis_client: redis.Redis) -> None:
     clock = FakeClock()
     l1 = MemoryCache(timer=clock)
-    cache = MultiLevelCache(l1, l2, l1_ttl=60)
+    cache = MultiLevelCache(l1, l2, l1_ttl=60, invalidation=False)
     l2.set("short", b"v", ttl=5)
     l2.set("forever", b"v")
     assert cache.mget(["short", "forever"]) == {"short": b"v", "forever": b"v"}
@@ -91,7 +96,7 @@ def test_l2_ttl_and_l2_default_apply(redis_client: redis.Redis) -> None:
 
 def test_delete_removes_from_both_levels(l2: RedisCache) -> None:
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, l2, l1_ttl=60)
+    cache = MultiLevelCache(l1, l2, l1_ttl=60, invalidation=False)
     cache.set("k", b"v")
     assert cache.delete("k") is True
     assert l1.exists("k") is False
@@ -103,7 +108,7 @@ def test_delete_racing_a_promotion_never_resurrects(l2: RedisCache) -> None:
     """A reader has fetched the old value from L2; a delete lands; the reader must not promote."""
     counting = CountingL2(l2)
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, counting, l1_ttl=60)
+    cache = MultiLevelCache(l1, counting, l1_ttl=60, invalidation=False)
     l2.set("k", b"old")
     counting.hold = threading.Event()
     result: list[Any] = []
@@ -151,7 +156,7 @@ def test_delete_landing_between_a_writes_two_steps_wins(l2: RedisCache) -> None:
             return getattr(l2, name)
 
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, GatedL2(), l1_ttl=60)
+    cache = MultiLevelCache(l1, GatedL2(), l1_ttl=60, invalidation=False)
     writer = threading.Thread(target=lambda: cache.set("k", b"v"))
     writer.start()
     assert written.wait(5)
@@ -179,7 +184,7 @@ def test_two_writes_racing_leave_l1_agreeing_with_l2(l2: RedisCache) -> None:
             return getattr(l2, name)
 
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, GatedL2(), l1_ttl=60)
+    cache = MultiLevelCache(l1, GatedL2(), l1_ttl=60, invalidation=False)
     a = threading.Thread(target=lambda: cache.set("k", b"A"))
     a.start()
     assert first_written.wait(5)
@@ -193,7 +198,7 @@ def test_two_writes_racing_leave_l1_agreeing_with_l2(l2: RedisCache) -> None:
 
 def test_threaded_get_delete_storm_ends_consistent(l2: RedisCache) -> None:
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, l2, l1_ttl=60)
+    cache = MultiLevelCache(l1, l2, l1_ttl=60, invalidation=False)
     keys = [f"k{i}" for i in range(8)]
     stop = threading.Event()
     errors: list[BaseException] = []
