@@ -41,9 +41,16 @@ import time
 import weakref
 from typing import Any, Final, Protocol
 
+import redis
+
 from ._fork import after_fork_in_child
 
-__all__ = ["InvalidationListener", "InvalidationSink", "listener_for"]
+__all__ = [
+    "ClusterInvalidationListener",
+    "InvalidationListener",
+    "InvalidationSink",
+    "listener_for",
+]
 
 log = logging.getLogger("cache_core")
 
@@ -76,8 +83,13 @@ class InvalidationListener:
         kwargs = dict(connection_kwargs)
         # Our own connection, speaking RESP2 (subscribe messages, not RESP3 pushes), with no
         # retry of its own: a failure must reach the loop below, which announces it.
-        kwargs.pop("maint_notifications_pool_handler", None)
-        kwargs.pop("retry", None)
+        for pool_only in (
+            "maint_notifications_pool_handler",
+            "oss_cluster_maint_notifications_handler",
+            "redis_connect_func",  # a cluster client's hook (READONLY); ours is a plain one
+            "retry",
+        ):
+            kwargs.pop(pool_only, None)
         kwargs["protocol"] = 2
         kwargs["health_check_interval"] = 0
         kwargs["socket_timeout"] = max(health_interval, 0.25)
@@ -253,6 +265,9 @@ class InvalidationListener:
             if now >= ping_due:
                 if pong_pending:
                     raise _Dead(f"no pong within {interval}s")
+                if not self._sinks:  # every cache was garbage-collected without close()
+                    stop.set()
+                    return
                 conn.send_command("PING")
                 pong_pending = True
                 ping_due = now + interval
@@ -291,17 +306,209 @@ class InvalidationListener:
             log.debug("cache_core: closing the invalidation connection failed", exc_info=True)
 
 
+class ClusterInvalidationListener:
+    """One ``InvalidationListener`` per primary of a Redis Cluster, seen by sinks as one.
+
+    "Connected" means: every primary of the current topology has a subscribed listener. A
+    supervisor thread reads ``CLUSTER SLOTS`` every ``health_interval``; when the slot map or
+    the set of primaries changed (failover, resharding, a node added), the sinks are told
+    "disconnected" (L1 flushed: a new primary's writes were not heard before), the listeners
+    follow the new primaries, and "connected" comes back once all of them are subscribed.
+    """
+
+    def __init__(self, client: Any, prefix: str, *, health_interval: float = 1.0) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.health_interval = float(health_interval)
+        self._sinks: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._announcing = threading.Lock()
+        self._up = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._connected = False
+        self._topology: list[Any] | None = None
+        self._nodes: dict[tuple[str, int], InvalidationListener] = {}
+        self.topology_changes = 0
+        after_fork_in_child(self._after_fork_in_child)
+
+    def __repr__(self) -> str:
+        state = "connected" if self._connected else "disconnected"
+        return f"<ClusterInvalidationListener prefix={self.prefix!r} {state}>"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def messages(self) -> int:
+        return sum(n.messages for n in list(self._nodes.values()))
+
+    def add(self, sink: InvalidationSink) -> None:
+        with self._announcing:
+            with self._lock:
+                self._sinks.add(sink)
+                connected = self._connected
+            sink.invalidation_state(connected)
+        self.ensure_running()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._up.wait(timeout)
+
+    def remove(self, sink: InvalidationSink) -> None:
+        with self._lock:
+            self._sinks.discard(sink)
+            last = not self._sinks
+        if last:
+            self.close()
+
+    def ensure_running(self) -> None:
+        with self._lock:
+            if (self._thread is not None and self._thread.is_alive()) or not self._sinks:
+                return
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._supervise, args=(self._stop,), daemon=True,
+                name=f"cache_core-cluster-invalidation-{self.prefix}",
+            )  # fmt: skip
+            self._thread.start()
+
+    def close(self, timeout: float = 2.0) -> None:
+        with self._lock:
+            self._stop.set()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._announcing = threading.Lock()
+        self._up = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+        self._connected = False
+        self._topology = None
+        self._nodes = {}  # each node listener resets itself; these are the parent's
+
+    # -- sink of the node listeners ------------------------------------------------------
+
+    def invalidation_state(self, connected: bool) -> None:
+        self._recompute()
+
+    def invalidate(self, keys: list[str] | None) -> None:
+        with self._lock:
+            sinks = list(self._sinks)
+        for sink in sinks:
+            try:
+                sink.invalidate(keys)
+            except Exception:
+                log.exception("cache_core: invalidation sink %r failed", sink)
+
+    def _recompute(self) -> None:
+        with self._lock:
+            nodes = list(self._nodes.values())
+            ok = self._topology is not None and bool(nodes) and not self._stop.is_set()
+        self._announce_state(ok and all(n.connected for n in nodes))
+
+    def _announce_state(self, connected: bool) -> None:
+        with self._announcing:
+            with self._lock:
+                if self._connected == connected:
+                    return
+                self._connected = connected
+                sinks = list(self._sinks)
+            if not connected:
+                self._up.clear()
+            for sink in sinks:
+                try:
+                    sink.invalidation_state(connected)
+                except Exception:
+                    log.exception("cache_core: invalidation sink %r failed", sink)
+            if connected:
+                self._up.set()
+
+    # -- the supervisor ----------------------------------------------------------------------
+
+    def _read_topology(self) -> list[Any] | None:
+        try:
+            slots = self._client.execute_command("CLUSTER SLOTS")
+        except Exception as exc:
+            log.debug("cache_core: CLUSTER SLOTS failed: %r", exc)
+            return None
+        if isinstance(slots, dict):  # redis-py's parsed form: {(start, end): {"primary": ...}}
+            rows = [(tuple(r), v["primary"][:2]) for r, v in slots.items()]
+        else:  # the raw reply: [[start, end, [host, port, id], replicas...], ...]
+            rows = [((r[0], r[1]), r[2][:2]) for r in slots]
+        return sorted(
+            (rng, (h.decode() if isinstance(h, bytes) else str(h), int(p))) for rng, (h, p) in rows
+        )
+
+    def _node_listener(self, host: str, port: int) -> InvalidationListener:
+        node = self._client.get_node(host=host, port=port)
+        redis_client = None if node is None else node.redis_connection
+        if redis_client is not None:
+            pool = redis_client.connection_pool
+            kwargs, cls = dict(pool.connection_kwargs), pool.connection_class
+        else:  # a node redis-py has not connected to yet: the cluster's settings, its address
+            kwargs, cls = dict(self._client.nodes_manager.connection_kwargs), redis.Connection
+        kwargs.update(host=host, port=port)
+        return InvalidationListener(kwargs, cls, self.prefix, health_interval=self.health_interval)
+
+    def _supervise(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                topology = self._read_topology()
+                if topology is not None and topology != self._topology:
+                    self._follow(topology)
+                with self._lock:
+                    if not self._sinks:
+                        break
+                stop.wait(self.health_interval)
+        finally:
+            with self._lock:
+                nodes, self._nodes = list(self._nodes.values()), {}
+                self._topology = None
+            self._announce_state(False)
+            for node in nodes:
+                node.remove(self)
+                node.close()
+
+    def _follow(self, topology: list[Any]) -> None:
+        if self._topology is not None:
+            self.topology_changes += 1
+        with self._lock:
+            self._topology = None  # not connected while the listeners change
+        self._announce_state(False)
+        primaries = {addr for _, addr in topology}
+        with self._lock:
+            old = [self._nodes.pop(a) for a in list(self._nodes) if a not in primaries]
+        for node in old:
+            node.remove(self)
+            node.close()
+        for host, port in sorted(primaries):
+            if (host, port) not in self._nodes:
+                node = self._node_listener(host, port)
+                with self._lock:
+                    self._nodes[(host, port)] = node
+                node.add(self)
+        with self._lock:
+            self._topology = topology
+        self._recompute()
+
+
 _registry_lock = threading.Lock()
-_registry: weakref.WeakKeyDictionary[Any, dict[str, InvalidationListener]] = (
-    weakref.WeakKeyDictionary()
-)
+_registry: weakref.WeakKeyDictionary[
+    Any, dict[str, InvalidationListener | ClusterInvalidationListener]
+] = weakref.WeakKeyDictionary()
 
 
-def listener_for(client: Any, prefix: str) -> InvalidationListener:
+def listener_for(
+    client: Any, prefix: str, *, cluster: bool = False
+) -> InvalidationListener | ClusterInvalidationListener:
     """The shared listener for ``client``'s server and ``prefix`` (built on first request).
 
-    ``client`` is a ``redis.Redis``; the listener copies its connection settings (host, port,
-    database, credentials, TLS) and opens its own connection with them.
+    ``client`` is a ``redis.Redis`` (the listener copies its connection settings: host, port,
+    database, credentials, TLS) or, with ``cluster=True``, a ``RedisCluster``.
     """
     with _registry_lock:
         by_prefix = _registry.get(client)
@@ -309,10 +516,14 @@ def listener_for(client: Any, prefix: str) -> InvalidationListener:
             by_prefix = _registry[client] = {}
         listener = by_prefix.get(prefix)
         if listener is None:
-            pool = client.connection_pool
-            listener = by_prefix[prefix] = InvalidationListener(
-                pool.connection_kwargs, pool.connection_class, prefix
-            )
+            if cluster:
+                listener = ClusterInvalidationListener(client, prefix)
+            else:
+                pool = client.connection_pool
+                listener = InvalidationListener(
+                    pool.connection_kwargs, pool.connection_class, prefix
+                )
+            by_prefix[prefix] = listener
         return listener
 
 

@@ -16,7 +16,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from ._breaker import CircuitBreaker, is_outage
-from ._invalidation import InvalidationListener, listener_for
+from ._invalidation import ClusterInvalidationListener, InvalidationListener, listener_for
 from ._validate import (
     MISSING,
     TTL,
@@ -210,22 +210,18 @@ class RedisCache:
         """The Redis key that holds ``key`` (``prefix:key``)."""
         return self._kp + check_key(key)
 
-    def invalidation_listener(self) -> InvalidationListener | None:
+    def invalidation_listener(self) -> InvalidationListener | ClusterInvalidationListener:
         """The shared listener that hears every write under this cache's prefix, by anyone.
 
-        One per client and prefix (see ``_invalidation``); ``MultiLevelCache`` subscribes its
-        L1 to it. None on a Redis Cluster client: not supported there yet.
+        One per client and prefix (see ``_invalidation``; on a cluster, one connection per
+        primary); ``MultiLevelCache`` subscribes its L1 to it.
         """
-        if self._cluster:
-            return None
-        return listener_for(self._client, self._kp)
+        return listener_for(self._client, self._kp, cluster=self._cluster)
 
     def close(self) -> None:
         """Close the client if this cache built it (``from_url``); a caller's client stays open."""
         if self._owns_client:
-            listener = self.invalidation_listener()
-            if listener is not None:
-                listener.close()
+            self.invalidation_listener().close()
             self._client.close()
 
     def __enter__(self) -> RedisCache:

@@ -305,3 +305,74 @@ def test_memoize_cache_clear_reaches_another_process_without_the_interval(
     assert fa(1) == 2 and calls == ["a", "b", "a"]
     ca.close()
     cb.close()
+
+
+# ----------------------------------------------------------------------------- Redis Cluster
+
+
+def _move_empty_slot(ports: list[int], slot: int, owner: int, dst: int) -> None:
+    """Reshard one slot that holds no keys from ``owner`` to ``dst`` (the real protocol)."""
+    nodes = {p: redis.Redis(host=HOST, port=p) for p in ports}
+    try:
+        ids = {p: c.execute_command("CLUSTER", "MYID").decode() for p, c in nodes.items()}
+        nodes[dst].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+        nodes[owner].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst])
+        for p in [dst, owner, *[p for p in ports if p not in (dst, owner)]]:
+            nodes[p].execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[dst])
+    finally:
+        for c in nodes.values():
+            c.close()
+
+
+@pytest.mark.cluster
+def test_cluster_writes_on_every_primary_are_heard(cluster_client: Any) -> None:
+    cache, l1, heard = multilevel(RedisCache(cluster_client, prefix="inv-cl"))
+    keys = [f"k{i}" for i in range(12)]  # spread over the three primaries
+    n = heard.n
+    cache.mset({k: b"v1" for k in keys})
+    assert all(heard.wait(k, n) for k in keys)  # our own writes come back from every node
+    assert cache.mget(keys) == {k: b"v1" for k in keys}
+    assert l1.mget(keys) == {k: b"v1" for k in keys}
+    n = heard.n
+    for k in keys:
+        cluster_client.set(f"inv-cl:{k}", b"v2")
+    assert all(heard.wait(k, n) for k in keys)
+    assert cache.mget(keys) == {k: b"v2" for k in keys}
+    cache.close()
+
+
+@pytest.mark.cluster
+def test_cluster_topology_change_flushes_l1_and_resubscribes(
+    cluster_client: Any, redis_cluster: Any
+) -> None:
+    from redis.cluster import key_slot
+
+    cache, l1, heard = multilevel(RedisCache(cluster_client, prefix="inv-topo"))
+    listener = cache.l2.invalidation_listener()
+    listener.health_interval = 0.1
+    n = heard.n
+    cache.set("k", b"v")
+    assert heard.wait("k", n)
+    assert cache.get("k") == b"v" and l1.get("k") == b"v"
+    ports = list(redis_cluster.ports)
+    slot = (key_slot(b"inv-topo:k") + 1) % 16384
+    assert cluster_client.cluster_countkeysinslot(slot) == 0
+    before = cluster_client.execute_command("CLUSTER SLOTS")
+    home = next(v["primary"][1] for r, v in before.items() if r[0] <= slot <= r[1])
+    other = next(p for p in ports if p != home)
+    changes = listener.topology_changes
+    n = heard.n
+    _move_empty_slot(ports, slot, home, other)
+    try:
+        assert wait_for(lambda: listener.topology_changes > changes, 10)
+        assert heard.wait(None, n)  # L1 flushed: a new owner's writes were not heard before
+        assert l1.get("k", None) is None
+        assert wait_for(lambda: cache.l1_trusted, 5)
+        n = heard.n
+        cluster_client.set("inv-topo:k", b"v2")  # still heard after the resubscription
+        assert heard.wait("k", n)
+        assert cache.get("k") == b"v2"
+    finally:
+        _move_empty_slot(ports, slot, other, home)
+        assert wait_for(lambda: listener.topology_changes > changes + 1, 10)
+    cache.close()
