@@ -55,19 +55,19 @@ class MultiLevelCache:
     else (other processes, ``redis-cli``, expiry, eviction, other caches in this process):
 
     * ``invalidation=True`` (the default) and an L2 that offers ``invalidation_listener()``
-      (``RedisCache`` on a single Redis): Redis' broadcast key tracking tells a shared listener
-      thread, which drops the keys from L1 (milliseconds after the write). An L2 read that
-      races an invalidation never installs the old value (the invalidation bumps the key's
-      epoch). While the listener is not subscribed (starting, reconnecting, dead connection,
-      missed pong, after a fork) L1 is flushed and bypassed: reads go to L2, nothing is
-      promoted, writes go to L2 only. ``FLUSHDB``/``FLUSHALL`` flush L1.
+      (``RedisCache``): Redis' broadcast key tracking tells a shared listener thread, which
+      drops the keys from L1 (milliseconds after the write). An L2 read that races an
+      invalidation never installs the old value (the invalidation bumps the key's epoch).
+      While the listener is not subscribed (starting, reconnecting, dead connection, missed
+      pong, after a fork) L1 is bypassed: reads go to L2 and nothing is promoted. L1 answers
+      only when L2 fails too (stale-if-error, as without invalidation), and it is flushed
+      when the listener is back. ``FLUSHDB``/``FLUSHALL`` flush L1.
     * otherwise (``invalidation=False``, or an L2 without a listener): they reach L1 only when
       its entry expires.
 
     Either way ``l1_ttl`` bounds the staleness if everything else fails. While L2 is
-    unreachable without invalidation, reads keep being served from L1 and writes still fill L1
-    (for at most ``l1_ttl``) while raising the L2's ``BackendError`` to the writer; with
-    invalidation, an unreachable Redis also means an unheard one, so L1 is bypassed.
+    unreachable, reads of keys in L1 are still answered from it, and writes still fill L1
+    (for at most ``l1_ttl``) while raising the L2's ``BackendError`` to the writer.
 
     ``on_invalidate(callback)`` lets a layer above hear the keys dropped by invalidations
     (``None``: everything); ``close()`` unsubscribes from the listener.
@@ -112,6 +112,8 @@ class MultiLevelCache:
         # it is subscribed. Read without the lock on the hit path (one attribute load).
         self._trusted = True
         self._callbacks: list[Callable[[list[str] | None], None]] = []
+        # key -> writes of ours sent to L2 whose invalidation has not come back yet
+        self._own_writes: dict[str, int] = {}
         self._listener: Any = None
         after_fork_in_child(self._after_fork_in_child)
         if invalidation:
@@ -140,11 +142,15 @@ class MultiLevelCache:
     def invalidation_state(self, connected: bool) -> None:
         """Listener callback: writes are heard again (True) or may go unheard (False)."""
         with self._lock:
-            # Both ways, L1 and the reads in flight are dropped: what they hold may predate a
-            # write whose invalidation was lost while the listener was away.
+            # Both ways, the reads in flight are dropped: what they read may predate a write
+            # whose invalidation was lost. Going down, L1 is kept only as the answer of last
+            # resort while L2 fails (see ``get``); coming back, it is flushed: it may hold
+            # values whose invalidations were lost while the listener was away.
             self._trusted = connected
+            self._own_writes = {}  # their invalidations went to a connection that is gone
             self._invalidate(list(self._reading))
-            self._l1.clear()
+            if connected:
+                self._l1.clear()
         if not connected:
             self._notify(None)
 
@@ -152,12 +158,33 @@ class MultiLevelCache:
         """Listener callback: ``keys`` were written by someone (``None``: FLUSHDB/FLUSHALL)."""
         with self._lock:
             if keys is None:
+                self._own_writes = {}
                 self._invalidate(list(self._reading))
                 self._l1.clear()
             else:
-                self._invalidate(keys)
-                self._drop_from_l1(keys)
+                own = self._own_writes
+                dropped = [k for k in keys if not self._own_write_heard(own, k)] if own else keys
+                self._invalidate(dropped)
+                self._drop_from_l1(dropped)
         self._notify(keys)
+
+    @staticmethod
+    def _own_write_heard(own: dict[str, int], key: str) -> bool:
+        """Consume one pending write of ours to ``key``, if any; caller holds the lock.
+
+        Invalidations arrive in the order Redis ran the writes. The one consumed here is our
+        write's own, or a write that ran before ours (which ours overwrote): either way the
+        value this process puts in L1 after its write is still the newest. A write that ran
+        after ours comes after our own invalidation, finds nothing to consume, and drops the key.
+        """
+        n = own.get(key)
+        if not n:
+            return False
+        if n == 1:
+            del own[key]
+        else:
+            own[key] = n - 1
+        return True
 
     def _drop_from_l1(self, keys: list[str]) -> None:
         try:
@@ -194,6 +221,7 @@ class MultiLevelCache:
         # starts from scratch and misses everything written until it subscribes.
         self._lock = threading.Lock()
         self._reading = {}
+        self._own_writes = {}
         if self._listener is not None:
             self._trusted = False
         with contextlib.suppress(Exception):
@@ -297,6 +325,20 @@ class MultiLevelCache:
         else:
             check_key(key)
             self._untrusted()
+            try:
+                hit = self._read_l2([key]).get(key)
+            except BackendError:
+                value = self._l1.get(key, None)  # stale-if-error: L2 cannot answer either
+                if value is None:
+                    raise
+                self._l1_hits.incr()
+                return value
+            if hit is None:
+                self._misses.incr()
+                if default is MISSING:
+                    raise CacheMiss(key)
+                return default
+            return hit
         hit = self._read_l2([key]).get(key)
         if hit is None:
             self._misses.incr()
@@ -345,27 +387,47 @@ class MultiLevelCache:
         value in L1 but drops the key there (the next read promotes whatever L2 holds).
         """
         started = self._begin_reads(entries)
+        own = self._listener is not None and self._trusted
+        if own:  # before the write runs: its invalidation may arrive before write_l2 returns
+            with self._lock:
+                for key in entries:
+                    self._own_writes[key] = self._own_writes.get(key, 0) + 1
         try:
             try:
                 write_l2()
             except BackendError:
-                self._put_l1(started, entries)
+                self._forget_own_writes(own, entries)
+                self._put_l1(started, entries, l2_failed=True)
                 raise
             except BaseException:
+                self._forget_own_writes(own, entries)
                 self._drop_l1(list(entries))
                 raise
             self._put_l1(started, entries)
         finally:
             self._end_reads(started, {})
 
+    def _forget_own_writes(self, own: bool, entries: Mapping[str, object]) -> None:
+        """A write that failed may not have run: no invalidation of it may be waited for.
+
+        If it did run, its invalidation now drops the key from L1: a miss, never a stale hit.
+        """
+        if own:
+            with self._lock:
+                for key in entries:
+                    self._own_write_heard(self._own_writes, key)
+
     def _put_l1(
         self,
         started: dict[str, tuple[_Reading, int]],
         entries: dict[str, tuple[bytes, float | None]],
+        *,
+        l2_failed: bool = False,
     ) -> None:
         with self._lock:
             overtaken: list[str] = []
-            trusted = self._trusted
+            # Untrusted, L1 keeps only what L2 could not take: the answers of last resort.
+            trusted = self._trusted or l2_failed
             for key, (value, seconds) in entries.items():
                 reading, epoch = started[key]
                 if reading.epoch == epoch and trusted:
@@ -390,9 +452,14 @@ class MultiLevelCache:
         return removed or removed_l1 > 0
 
     def exists(self, key: str) -> bool:
-        if self._trusted and self._l1.exists(key):
-            return True
-        return bool(self._l2.exists(key))
+        if self._trusted:
+            return bool(self._l1.exists(key)) or bool(self._l2.exists(key))
+        try:
+            return bool(self._l2.exists(key))
+        except BackendError:
+            if self._l1.exists(key):
+                return True
+            raise
 
     def clear(self) -> int:
         """Clear L2 (the count is L2's, the shared truth), then L1."""
@@ -411,8 +478,17 @@ class MultiLevelCache:
         if self._trusted:
             found = self._l1.mget(wanted)
         else:
-            found = {}
             self._untrusted()
+            try:
+                from_l2 = self._read_l2(list(dict.fromkeys(wanted)))
+            except BackendError:
+                found = self._l1.mget(wanted)  # stale-if-error, when L1 has every key
+                if len(found) < len(set(wanted)):
+                    raise
+                self._l1_hits.add(len(found))
+                return dict(found)
+            self._misses.add(len(set(wanted)) - len(from_l2))
+            return from_l2
         self._l1_hits.add(len(found))
         if len(found) < len(wanted):
             missing = [k for k in dict.fromkeys(wanted) if k not in found]

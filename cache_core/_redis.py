@@ -16,6 +16,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from ._breaker import CircuitBreaker, is_outage
+from ._fork import after_fork_in_child
 from ._invalidation import ClusterInvalidationListener, InvalidationListener, listener_for
 from ._validate import (
     MISSING,
@@ -138,6 +139,7 @@ class RedisCache:
         self._reserved = (self._kp + RESERVED_MARK).encode()
         self._pending_lock = threading.Lock()
         self._replay_lock = threading.Lock()
+        after_fork_in_child(self._after_fork_in_child)
         self._set_many_script = client.register_script(_SET_MANY)
 
     @classmethod
@@ -209,6 +211,12 @@ class RedisCache:
     def redis_key(self, key: str) -> str:
         """The Redis key that holds ``key`` (``prefix:key``)."""
         return self._kp + check_key(key)
+
+    def _after_fork_in_child(self) -> None:
+        # A replay of deletes (network I/O under the lock) may have been running in a thread
+        # that the child does not have. The pending deletes themselves stay: still owed.
+        self._pending_lock = threading.Lock()
+        self._replay_lock = threading.Lock()
 
     def invalidation_listener(self) -> InvalidationListener | ClusterInvalidationListener:
         """The shared listener that hears every write under this cache's prefix, by anyone.

@@ -218,3 +218,24 @@ def test_a_waiter_stops_waiting_for_a_hung_leader_after_wait_timeout() -> None:
         leader.join(5)
     with pytest.raises(ValueError):
         Singleflight(wait_timeout=0)
+
+
+def test_a_breaker_probe_in_flight_at_the_fork_does_not_stay_in_flight_in_the_child() -> None:
+    from cache_core import CircuitBreaker, CircuitOpenError
+    from tests.conftest import FakeClock
+
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=1, clock=clock)
+    breaker.record_failure(ConnectionError("down"))
+    clock.advance(2)
+    breaker.allow()  # this thread is now the half-open probe...
+    with pytest.raises(CircuitOpenError):
+        breaker.allow()  # ...and nobody else may probe
+
+    def body(_: Callable[[], bytes]) -> dict[str, Any]:
+        breaker.allow()  # the parent's probe does not exist here: the child may probe
+        return {"ok": True}
+
+    pid, fd, wfd = in_child(body)
+    assert child_result(pid, fd, 5) == {"ok": True}
+    os.close(wfd)

@@ -152,6 +152,25 @@ def test_a_write_through_another_cache_in_this_process_is_heard(client: redis.Re
     writer.close()
 
 
+def test_own_writes_stay_in_l1_but_a_foreign_write_right_after_still_drops_them(
+    client: redis.Redis,
+) -> None:
+    """Our write's invalidation is recognised (kept in L1); the next one, foreign, is not."""
+    cache, l1, heard = multilevel(RedisCache(client, prefix="inv-own"))
+    for i in range(20):
+        n = heard.n
+        cache.set("k", b"mine%d" % i)
+        client.set("inv-own:k", b"theirs%d" % i)  # runs after ours: must win in L1
+        assert heard.wait("k", n) and wait_for(lambda n=n: heard.n >= n + 2)
+        assert l1.get("k", None) is None
+        assert cache.get("k") == b"theirs%d" % i
+    n = heard.n
+    cache.set("k", b"last")
+    assert heard.wait("k", n)
+    assert l1.get("k") == b"last"  # our own write's invalidation did not drop it
+    cache.close()
+
+
 def test_flushdb_flushes_every_l1(fault_server: RedisServer) -> None:
     client = fault_server.client()
     cache, l1, heard = multilevel(RedisCache(client, prefix="inv-flush"))
@@ -246,36 +265,61 @@ def test_a_listener_whose_pings_go_unanswered_counts_as_disconnected(
     client = fault_server.client(socket_timeout=0.5)
     listener = listener_for(client, "inv-ping:")
     listener.health_interval = 0.2
-    cache, l1, _ = multilevel(RedisCache(client, prefix="inv-ping"))
+    l2 = RedisCache(client, prefix="inv-ping")
+    cache, l1, _ = multilevel(l2)
     cache.set("k", b"v")
-    client.set("inv-ping:k", b"v")
-    assert cache.get("k") == b"v"
+    assert l1.get("k") == b"v"
     fault_server.pause()  # the socket stays open and silent: only the pings can tell
     try:
         assert wait_for(lambda: not cache.l1_trusted, 3)
-        assert l1.get("k", None) is None
+        # Bypassed: the read goes to Redis, which cannot answer; L1 is the answer of last
+        # resort (stale-if-error), as it would be without invalidation.
+        assert cache.get("k") == b"v"
     finally:
         fault_server.resume()
     assert wait_for(lambda: cache.l1_trusted, 5)
+    assert l1.get("k", None) is None  # flushed on the way back: invalidations may be lost
     assert cache.get("k") == b"v"
     cache.close()
     client.close()
 
 
-def test_redis_down_means_l1_bypassed_and_back_means_l1_again(fault_server: RedisServer) -> None:
+def test_while_redis_is_down_l1_answers_only_as_a_last_resort(fault_server: RedisServer) -> None:
     l2 = RedisCache.from_url(fault_server.url, prefix="inv-down")
     cache, l1, _ = multilevel(l2)
-    cache.set("k", b"v1")
-    assert cache.get("k") == b"v1"
+    cache.set("k", b"v1")  # our own write stays in L1 (its invalidation is recognised)
+    assert l1.get("k") == b"v1"
     fault_server.stop()
     assert wait_for(lambda: not cache.l1_trusted)
-    assert l1.get("k", None) is None
-    fault_server.start()
+    assert cache.get("k") == b"v1"  # Redis cannot answer: L1 does
+    fault_server.start()  # an empty server (no persistence): v1 is gone from Redis
     assert wait_for(lambda: cache.l1_trusted, 5)
+    assert l1.get("k", None) is None  # flushed when the listener came back
+    assert cache.get("k", None) is None
     cache.set("k", b"v2")
     assert cache.get("k") == b"v2"
     cache.close()
     l2.close()
+
+
+def test_a_listener_up_with_redis_answering_never_serves_l1_while_down(
+    fault_server: RedisServer,
+) -> None:
+    """Listener down, Redis up: reads go to Redis even for keys L1 still holds."""
+    client = fault_server.client()
+    cache, l1, _ = multilevel(RedisCache(client, prefix="inv-bypass"))
+    cache.set("k", b"v1")
+    assert l1.get("k") == b"v1"
+    listener = cache.l2.invalidation_listener()
+    connects = listener.connects
+    pipe = client.pipeline(transaction=True)
+    pipe.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    pipe.set("inv-bypass:k", b"v2")
+    pipe.execute()
+    assert wait_for(lambda: not cache.l1_trusted or listener.connects > connects)
+    assert cache.get("k") == b"v2"
+    cache.close()
+    client.close()
 
 
 def test_memoize_cache_clear_reaches_another_process_without_the_interval(
