@@ -1,8 +1,8 @@
 """MultiLevelCache: promotion, TTL bounds, write order, and the delete-vs-promotion race.
 
-These tests look inside L1 right after writing to L2, so they turn invalidation off: with it,
-each write's own invalidation drops the key from L1 a moment later (test_invalidation covers
-the cache with invalidation on).
+These tests write to L2 directly and then look inside L1, so they turn invalidation off: with
+it, the invalidation of that direct write (foreign to the MultiLevelCache) can drop the
+promoted entry a moment later (test_invalidation covers the cache with invalidation on).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def test_promotion_never_outlives_l2(l2: RedisCache, redis_client: redis.Redis) 
 def test_writes_bound_l1_by_the_write_ttl(l2: RedisCache) -> None:
     clock = FakeClock()
     l1 = MemoryCache(timer=clock)
-    # Without invalidation: with it, the write's own invalidation drops it from L1 right after.
+    # The TTL arithmetic alone, as in the tests around it.
     cache = MultiLevelCache(l1, l2, l1_ttl=60, invalidation=False)
     cache.set("a", b"1", ttl=2)
     cache.mset({"b": b"2"}, ttl=3)
@@ -127,7 +127,7 @@ def test_delete_racing_a_promotion_never_resurrects(l2: RedisCache) -> None:
 def test_set_racing_a_promotion_keeps_the_new_value(l2: RedisCache) -> None:
     counting = CountingL2(l2)
     l1 = MemoryCache()
-    # The epochs alone (invalidation would drop the new value from L1 too, hiding the race).
+    # The epochs alone (an invalidation would drop the new value from L1 too, hiding the race).
     cache = MultiLevelCache(l1, counting, l1_ttl=60, invalidation=False)
     l2.set("k", b"old")
     counting.hold = threading.Event()

@@ -122,7 +122,7 @@ def test_requirepass_url_works_for_the_whole_surface(
     with RedisCache.from_url(_url(auth_server, f":{PASSWORD}"), prefix="pw") as cache:
         _exercise_surface(cache, admin, "pw:")
         # The multi-level cache's promotion path (GET + PTTL pipeline) authenticates too.
-        # (Invalidation off: the write's own invalidation would drop the promoted entry.)
+        # (Invalidation off: the invalidation of this direct write could drop the promotion.)
         ml = MultiLevelCache(MemoryCache(), cache, l1_ttl=5, invalidation=False)
         cache.set("p", b"promoted", ttl=10)
         assert ml.get("p") == b"promoted" and ml.l1.get("p") == b"promoted"
