@@ -49,6 +49,7 @@ class LoadReport:
     status_5xx: int = 0
     other_errors: list[str] = field(default_factory=list)
     hangs: int = 0
+    stale_by_mode: dict[str, int] = field(default_factory=dict)
     pids: set[int] = field(default_factory=set)
     worker_boots: int = 0
     log_tail: str = ""
@@ -61,7 +62,8 @@ class LoadReport:
             f"late_reads={len(lags)} lag_p99={p99 * 1000:.1f}ms "
             f"lag_max={self.lag_max * 1000:.1f}ms "
             f"5xx={self.status_5xx} hangs={self.hangs} errors={len(self.other_errors)} "
-            f"workers={len(self.pids)} boots={self.worker_boots}"
+            f"workers={len(self.pids)} boots={self.worker_boots} "
+            f"stale_by_update_mode={self.stale_by_mode}"
         )
 
 
@@ -135,6 +137,7 @@ def run_load(
     versions = itertools.count(1)
     acks: dict[str, list[tuple[float, int]]] = {k: [(0.0, 0)] for k in keys}
     reads: list[tuple[float, str, int]] = []
+    modes: dict[int, str] = {}
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -213,6 +216,7 @@ def run_load(
             acked = time.monotonic()
             with lock:
                 acks[key].append((acked, version))
+                modes[version] = ("POST", "redis-cli", "redis-py")[mode]
                 report.updates += 1
 
     threads = [threading.Thread(target=reader, args=(n,)) for n in range(readers)]
@@ -234,6 +238,9 @@ def run_load(
         i = bisect.bisect_right(times, start - bound) - 1
         if version < history[i][1]:
             report.stale_past_bound += 1
+            newer = next(v for _, v in history if v > version)
+            mode = modes.get(newer, "?")
+            report.stale_by_mode[mode] = report.stale_by_mode.get(mode, 0) + 1
         # Staleness window: how long ago was the first version newer than the one returned
         # acknowledged, if that was before the read started.
         j = bisect.bisect_right(times, start) - 1
