@@ -255,6 +255,7 @@ def run_load(
 def run(
     *, seconds: float, workers: int, threads: int, preload: bool, readers: int = 12,
     bound: float = 0.1, redis_server: RedisServer | None = None, prefix: str = "gload",
+    nkeys: int = 20,
 ) -> LoadReport:  # fmt: skip
     """Start redis (unless given) and gunicorn, warm, load, stop; the report of one run."""
     own = redis_server is None
@@ -263,7 +264,7 @@ def run(
         workdir = Path(tempfile.mkdtemp(prefix="gload-"))
         redis_server = RedisServer(workdir).start()
     client = redis_server.client()
-    keys = [f"k{n}" for n in range(20)]
+    keys = [f"k{n}" for n in range(nkeys)]
     try:
         for key in keys:
             client.set(f"{prefix}:{key}", "0")
@@ -298,11 +299,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--readers", type=int, default=16)
     parser.add_argument("--bound", type=float, default=0.1)
+    parser.add_argument("--keys", type=int, default=20)
     parser.add_argument("--preload", action="store_true")
     args = parser.parse_args()
     report = run(
         seconds=args.seconds, workers=args.workers, threads=args.threads, preload=args.preload,
-        readers=args.readers, bound=args.bound,
+        readers=args.readers, bound=args.bound, nkeys=args.keys,
     )  # fmt: skip
     print(report.summary())
     if report.other_errors:
