@@ -112,8 +112,8 @@ class MultiLevelCache:
         # it is subscribed. Read without the lock on the hit path (one attribute load).
         self._trusted = True
         self._callbacks: list[Callable[[list[str] | None], None]] = []
-        # key -> writes of ours sent to L2 whose invalidation has not come back yet
-        self._own_writes: dict[str, int] = {}
+        # key -> values of our writes sent to L2 whose invalidations have not come back yet
+        self._own_writes: dict[str, list[bytes]] = {}
         self._listener: Any = None
         after_fork_in_child(self._after_fork_in_child)
         if invalidation:
@@ -162,29 +162,37 @@ class MultiLevelCache:
                 self._invalidate(list(self._reading))
                 self._l1.clear()
             else:
-                own = self._own_writes
-                dropped = [k for k in keys if not self._own_write_heard(own, k)] if own else keys
+                dropped, stale = keys, []
+                if self._own_writes:
+                    dropped = []
+                    for key in keys:
+                        mine = self._own_write_heard(key)
+                        if mine is None:
+                            dropped.append(key)
+                        elif self._l1.get(key, None) not in mine:
+                            stale.append(key)
                 self._invalidate(dropped)
-                self._drop_from_l1(dropped)
+                self._drop_from_l1(dropped + stale)
         self._notify(keys)
 
-    @staticmethod
-    def _own_write_heard(own: dict[str, int], key: str) -> bool:
-        """Consume one pending write of ours to ``key``, if any; caller holds the lock.
+    def _own_write_heard(self, key: str) -> list[bytes] | None:
+        """Consume one pending write of ours to ``key``: the values pending before, or None.
 
-        Invalidations arrive in the order Redis ran the writes. The one consumed here is our
-        write's own, or a write that ran before ours (which ours overwrote): either way the
-        value this process puts in L1 after its write is still the newest. A write that ran
-        after ours comes after our own invalidation, finds nothing to consume, and drops the key.
+        Caller holds the lock. Invalidations arrive in the order Redis ran the writes. The one
+        consumed here is our write's own, or that of a write that ran before ours (which ours
+        overwrote): either way the value our write puts in L1 is still the newest, so the
+        epoch is left alone and the write's L1 step goes ahead. L1 keeps the key only if it
+        already holds one of our values; anything older is dropped now. A write that ran after
+        ours comes after our own invalidation, finds nothing to consume, and drops the key.
         """
-        n = own.get(key)
-        if not n:
-            return False
-        if n == 1:
-            del own[key]
-        else:
-            own[key] = n - 1
-        return True
+        pending = self._own_writes.get(key)
+        if not pending:
+            return None
+        mine = list(pending)
+        pending.pop(0)
+        if not pending:
+            del self._own_writes[key]
+        return mine
 
     def _drop_from_l1(self, keys: list[str]) -> None:
         try:
@@ -210,7 +218,7 @@ class MultiLevelCache:
             callback(keys)
 
     def close(self) -> None:
-        """Stop hearing invalidations (L1 is flushed and bypassed from now on); L1, L2 stay open."""
+        """Stop hearing invalidations: L1 is bypassed from now on (answers only when L2 fails)."""
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.remove(self)
@@ -390,8 +398,8 @@ class MultiLevelCache:
         own = self._listener is not None and self._trusted
         if own:  # before the write runs: its invalidation may arrive before write_l2 returns
             with self._lock:
-                for key in entries:
-                    self._own_writes[key] = self._own_writes.get(key, 0) + 1
+                for key, (value, _) in entries.items():
+                    self._own_writes.setdefault(key, []).append(value)
         try:
             try:
                 write_l2()
@@ -415,7 +423,7 @@ class MultiLevelCache:
         if own:
             with self._lock:
                 for key in entries:
-                    self._own_write_heard(self._own_writes, key)
+                    self._own_write_heard(key)
 
     def _put_l1(
         self,

@@ -171,6 +171,48 @@ def test_own_writes_stay_in_l1_but_a_foreign_write_right_after_still_drops_them(
     cache.close()
 
 
+class WriteHookL2:
+    """A real RedisCache that runs a hook just before each ``set`` goes to Redis."""
+
+    def __init__(self, inner: RedisCache) -> None:
+        self.inner = inner
+        self.before_set: Any = None
+
+    def set(self, key: str, value: bytes, ttl: Any = None) -> None:
+        if self.before_set is not None:
+            self.before_set()
+        self.inner.set(key, value, ttl=ttl)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_foreign_write_heard_while_our_write_is_in_flight_drops_the_older_value(
+    client: redis.Redis,
+) -> None:
+    """The foreign invalidation is taken for ours (ours runs later and wins), yet L1 must not
+    keep serving the value older than both while our write is on its way."""
+    l2 = WriteHookL2(RedisCache(client, prefix="inv-inflight"))
+    cache, l1, heard = multilevel(l2)
+    client.set("inv-inflight:k", b"v0")
+    assert heard.wait("k")
+    assert cache.get("k") == b"v0" and l1.get("k") == b"v0"
+    seen_in_window: list[Any] = []
+
+    def foreign_write_first() -> None:
+        n = heard.n
+        client.set("inv-inflight:k", b"theirs")  # runs before ours
+        assert heard.wait("k", n)
+        seen_in_window.append(cache.get("k"))  # what another thread would read right now
+
+    l2.before_set = foreign_write_first
+    cache.set("k", b"mine")
+    l2.before_set = None
+    assert seen_in_window == [b"theirs"]
+    assert cache.get("k") == b"mine"  # ours ran last
+    cache.close()
+
+
 def test_flushdb_flushes_every_l1(fault_server: RedisServer) -> None:
     client = fault_server.client()
     cache, l1, heard = multilevel(RedisCache(client, prefix="inv-flush"))
