@@ -22,14 +22,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["after_fork_in_child", "fork_count"]
+__all__ = ["after_fork_in_child"]
 
 log = logging.getLogger("cache_core")
 
 _lock = threading.Lock()
 _resets: list[weakref.WeakMethod[Callable[[], None]]] = []
 _added_since_prune = 0
-_forks = 0
 
 
 def after_fork_in_child(reset: Callable[[], Any]) -> None:
@@ -47,15 +46,9 @@ def after_fork_in_child(reset: Callable[[], Any]) -> None:
             _added_since_prune = 0
 
 
-def fork_count() -> int:
-    """How many forks this process descends from since the library was imported (0: original)."""
-    return _forks
-
-
 def _run_resets() -> None:
-    global _lock, _forks
+    global _lock
     _lock = threading.Lock()  # another thread may have held it at the fork
-    _forks += 1
     for ref in list(_resets):
         reset = ref()
         if reset is None:
