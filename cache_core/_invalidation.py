@@ -212,6 +212,7 @@ class InvalidationListener:
 
     def _run(self, stop: threading.Event) -> None:
         backoff = 0.0
+        failing = False
         while not stop.is_set():
             conn = None
             try:
@@ -223,11 +224,22 @@ class InvalidationListener:
                 self._subscribe(conn)
                 self.connects += 1
                 self._announce_state(True)
+                if failing:
+                    log.info("cache_core: invalidation listener for %r back", self.prefix)
+                    failing = False
                 backoff = 0.0
                 self._serve(conn, stop)
             except Exception as exc:
                 if not stop.is_set():
-                    log.debug("cache_core: invalidation listener %r lost: %r", self.prefix, exc)
+                    # Once per outage at WARNING (L1 is bypassed until it is back), then DEBUG.
+                    level = logging.DEBUG if failing else logging.WARNING
+                    failing = True
+                    log.log(
+                        level,
+                        "cache_core: invalidation listener for %r down, L1 bypassed: %r",
+                        self.prefix,
+                        exc,
+                    )
             finally:
                 # Before anything else: from here on writes may go unheard.
                 self._announce_state(False)
