@@ -16,8 +16,8 @@ What is counted, per handle (``CacheStats`` is the one snapshot shape)::
                                 this caller taking the lease (holder gone or lease expired)
     backend_errors[kind]        timeout / connection / circuit_open / other
     decode_errors, stale_errors_served
-    invalidations, l1_flushes   hook for the L1 invalidation listener: record_invalidations()
-                                and record_l1_flush() on the MultiLevelCache's handle
+    invalidations, l1_flushes   keys the L1 invalidation listener dropped from L1, and whole-L1
+                                flushes (FLUSHDB heard, listener back after an outage)
 
 Counting costs what ``_stats.Counter`` costs: one C-level ``next()`` on an ``itertools.count``
 per event, exact under threads, no lock and no allocation. The request counters are bound once
@@ -265,11 +265,12 @@ class CacheMetrics:
         self._backend_errors[backend_error_kind(exc)].incr()
 
     def record_invalidations(self, n: int = 1) -> None:
-        """Hook for the L1 invalidation listener: ``n`` invalidation messages received."""
+        """Called by ``MultiLevelCache`` when its listener invalidates ``n`` keys."""
         self.invalidations.add(n)
 
     def record_l1_flush(self) -> None:
-        """Hook for the L1 invalidation listener: the whole L1 was flushed (connection lost)."""
+        """Called by ``MultiLevelCache`` when its whole L1 is flushed (FLUSHDB heard, or the
+        listener back after an outage: what L1 held may have missed writes)."""
         self.l1_flushes.incr()
 
     def watch_bloom(self, bloom: Any) -> None:

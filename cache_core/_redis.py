@@ -29,6 +29,8 @@ from ._fence import (
     fence_shares_slot,
     new_token,
 )
+from ._fork import after_fork_in_child
+from ._invalidation import ClusterInvalidationListener, InvalidationListener, listener_for
 from ._validate import (
     MISSING,
     RESERVED_MARK,
@@ -152,6 +154,7 @@ class RedisCache:
         self._delete_fenced = client.register_script(DELETE_FENCED)
         self._set_many_fenced = client.register_script(SET_MANY_FENCED)
         self._set_many_if_fence = client.register_script(SET_MANY_IF_FENCE)
+        after_fork_in_child(self._after_fork_in_child)
 
     @classmethod
     def from_url(
@@ -223,9 +226,24 @@ class RedisCache:
         """The Redis key that holds ``key`` (``prefix:key``)."""
         return self._kp + check_key(key)
 
+    def _after_fork_in_child(self) -> None:
+        # A replay of deletes (network I/O under the lock) may have been running in a thread
+        # that the child does not have. The pending deletes themselves stay: still owed.
+        self._pending_lock = threading.Lock()
+        self._replay_lock = threading.Lock()
+
+    def invalidation_listener(self) -> InvalidationListener | ClusterInvalidationListener:
+        """The shared listener that hears every write under this cache's prefix, by anyone.
+
+        One per client and prefix (see ``_invalidation``; on a cluster, one connection per
+        primary); ``MultiLevelCache`` subscribes its L1 to it.
+        """
+        return listener_for(self._client, self._kp, cluster=self._cluster)
+
     def close(self) -> None:
         """Close the client if this cache built it (``from_url``); a caller's client stays open."""
         if self._owns_client:
+            self.invalidation_listener().close()
             self._client.close()
 
     def __enter__(self) -> RedisCache:

@@ -51,7 +51,7 @@ _SIMPLE = (
     ("decode_errors", "decode_errors_total", "{error}", "Stored values not decodable."),
     ("stale_errors_served", "stale_errors_served_total", "{request}",
      "Stale values served after a failed refresh."),
-    ("invalidations", "invalidations", "{message}", "L1 invalidation messages received."),
+    ("invalidations", "invalidations", "{key}", "Keys the L1 invalidation listener dropped."),
     ("l1_flushes", "l1_flushes", "{flush}", "Whole-L1 flushes."),
 )  # fmt: skip
 

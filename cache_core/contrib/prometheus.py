@@ -78,8 +78,9 @@ _SIMPLE_COUNTERS: Final = (
     ("decode_errors", "Stored values that could not be decoded.", "decode_errors_total"),
     ("stale_errors_served", "Stale values served after a failed refresh.",
      "stale_errors_served_total"),
-    ("invalidations", "Invalidation messages received by the L1 listener.", "invalidations"),
-    ("l1_flushes", "Whole-L1 flushes (invalidation connection lost).", "l1_flushes"),
+    ("invalidations", "Keys the L1 invalidation listener dropped from L1.", "invalidations"),
+    ("l1_flushes", "Whole-L1 flushes (FLUSHDB heard, listener back after an outage).",
+     "l1_flushes"),
 )  # fmt: skip
 _REQUESTS_HELP: Final = "Cache requests by the level that answered and the result."
 _BACKEND_HELP: Final = "Backend (Redis) errors by kind."
