@@ -180,7 +180,9 @@ class LeaseLock:
             # Short BLPOPs: redis-py must not hit its socket timeout while we block.
             block = min(left, f._max_block)
             try:
-                if f.cache.run("lock wait", f.client.blpop, [self.done_key], timeout=block):
+                if f.cache.run_blocking(
+                    "lock wait", f.client.blpop, [self.done_key], timeout=block
+                ):
                     return True
             except BackendError as exc:
                 if not isinstance(exc.__cause__, RedisTimeoutError):

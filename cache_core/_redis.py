@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
-from ._breaker import CircuitBreaker, is_outage
+from ._breaker import CircuitBreaker, is_outage, is_timeout
 from ._fence import (
     DELETE_FENCED,
     FENCE_MARK,
@@ -300,6 +300,32 @@ class RedisCache:
             breaker.record_success()
         return result
 
+    def run_blocking(self, op: str, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
+        """``run`` for a command that blocks on the server (BLPOP) close to the socket timeout.
+
+        Its timeout may be a late server tick on a busy machine, not an outage: it neither
+        opens nor closes the breaker. Any other failure counts as in ``run``.
+        """
+        breaker = self._breaker
+        if breaker is None:
+            return self.run(op, fn, *args, **kwargs)
+        breaker.allow()
+        try:
+            if self._pending_deletes:
+                self._replay_deletes()
+            result = fn(*args, **kwargs)
+        except REDIS_ERRORS as exc:
+            if is_timeout(exc):
+                breaker.abandon()
+            else:
+                breaker.record_failure(exc)
+            raise wrap_redis_error(op, exc) from exc
+        except BaseException:
+            breaker.abandon()
+            raise
+        breaker.record_success()
+        return result
+
     @property
     def breaker(self) -> CircuitBreaker | None:
         return self._breaker
@@ -362,10 +388,9 @@ class RedisCache:
 
     def get(self, key: str, default: Any = MISSING) -> Any:
         check_key(key)
-        if self._pending_deletes and key in self._pending_deletes:
-            value = None  # deleted while Redis was unreachable: never serve the old value
-        else:
-            value = self.run("GET", self._client.get, self._kp + key)
+        # A key with a pending invalidation is never read before the replay: run() replays
+        # first, and raises while Redis cannot be reached (an L1 above may then answer).
+        value = self.run("GET", self._client.get, self._kp + key)
         if value is None:
             if default is MISSING:
                 raise CacheMiss(key)
@@ -375,8 +400,6 @@ class RedisCache:
     def get_with_ttl(self, key: str) -> tuple[bytes, float | None] | None:
         """``(value, seconds left or None)`` in one round trip (pipelined GET + PTTL)."""
         rkey = self._kp + check_key(key)
-        if self._pending_deletes and key in self._pending_deletes:
-            return None
 
         def get_and_pttl() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
@@ -540,9 +563,10 @@ class RedisCache:
         """UNLINK the key. If Redis is unreachable the delete is remembered and replayed.
 
         The failure is still raised (``BackendError``), but from then on this cache never
-        serves the key's old value: reads of it are misses until a write supersedes the
-        delete or the replay reaches Redis. Other processes may read the old value until the
-        replay (they cannot be told while Redis is down).
+        serves the key's old value: every command replays the pending deletes before it runs
+        (and raises while it cannot), until a write supersedes the delete or the replay reaches
+        Redis. Other processes may read the old value until the replay (they cannot be told
+        while Redis is down).
         """
         rkey = self._kp + check_key(key)
         try:
@@ -556,8 +580,6 @@ class RedisCache:
 
     def exists(self, key: str) -> bool:
         rkey = self._kp + check_key(key)
-        if self._pending_deletes and key in self._pending_deletes:
-            return False
         return bool(self.run("EXISTS", self._client.exists, rkey))
 
     def clear(self) -> int:

@@ -656,9 +656,10 @@ def test_l1_serves_hits_and_forgets_local_changes(
     )
     cache.set("n", 1)
     assert cache.get("n") == 1
-    raw.set(redis_key(cache, "n"), b"99")  # another process's write: L1 keeps serving ours
     assert cache.get("n") == 1
     assert cache.store.bytes.stats().l1_hits >= 1
+    raw.set(redis_key(cache, "n"), b"99")  # another process's write: its invalidation drops ours
+    assert wait_for(lambda: cache.get("n") == 99)
     cache.set_many({"m1": 7, "m2": "text"})
     assert cache.get_many(["m1", "m2", "m3"]) == {"m1": 7, "m2": "text"}  # L1 after the write
     assert cache.get_or_set("m1", 0) == 7
