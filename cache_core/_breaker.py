@@ -184,6 +184,11 @@ class CircuitBreaker:
         if self._state is CLOSED and self._failures == 0:
             return
         with self._lock:
+            if self._state is OPEN:
+                # A call let through before the breaker opened answered late (Redis was
+                # stopped mid-flight): the outage is not over. Only the half-open probe closes
+                # the breaker; closing here made one outage log two (issue 17).
+                return
             self._failures = 0
             self._timeouts = 0
             self._probing = False

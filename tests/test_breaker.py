@@ -319,3 +319,19 @@ def test_pending_deletes_are_thread_safe(fault_server: RedisServer) -> None:
         th.join()
     assert cache.pending_deletes == 400
     cache.close()
+
+
+def test_a_late_success_of_a_call_admitted_before_the_opening_does_not_close_it(
+    clock: FakeClock,
+) -> None:
+    b = CircuitBreaker(failure_threshold=1, reset_timeout=1, clock=clock, random=lambda: 1.0)
+    b.allow()  # a call goes ahead while the breaker is closed ...
+    b.record_failure(RedisConnectionError("down"))  # ... another call fails: open
+    b.record_success()  # ... the first one answers late
+    assert b.state == "open"
+    with pytest.raises(CircuitOpenError):
+        b.allow()
+    clock.advance(1)
+    b.allow()  # the probe
+    b.record_success()
+    assert b.state == "closed"

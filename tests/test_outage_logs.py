@@ -106,7 +106,7 @@ def test_redis_stopped_for_10s_under_32_threads_logs_two_warnings(
             t.join(30)
         l2.close()
     warnings = tally.warnings
-    assert len(warnings) <= 4, warnings
+    assert len(warnings) <= 4, "\n".join(warnings)
     assert any("open after" in w and "ConnectionError" in w for w in warnings), warnings
     assert any("closed, backend is back" in w for w in warnings), warnings
     assert all(w.startswith("cache_core") for w in warnings)
