@@ -1,4 +1,5 @@
-"""Logs during a Redis outage (issue 17): one WARNING when it starts, one when it ends."""
+"""Logs during a Redis outage (issue 17): one WARNING when it starts, one when it ends, per
+component (circuit breaker, L1 invalidation listener)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def tally() -> Any:
 
 
 @pytest.mark.slow
-def test_redis_stopped_for_10s_under_32_threads_logs_two_warnings(
+def test_redis_stopped_for_10s_under_32_threads_logs_one_warning_per_start_and_end(
     fault_server: RedisServer, tally: _Tally
 ) -> None:
     breaker = CircuitBreaker(failure_threshold=5, reset_timeout=RESET_TIMEOUT, name="outage")
@@ -110,6 +111,12 @@ def test_redis_stopped_for_10s_under_32_threads_logs_two_warnings(
     assert any("open after" in w and "ConnectionError" in w for w in warnings), warnings
     assert any("closed, backend is back" in w for w in warnings), warnings
     assert all(w.startswith("cache_core") for w in warnings)
+    # Per component, one line when the outage starts and one when it ends: the breaker, and the
+    # L1 invalidation listener of the MultiLevelCache (down: L1 bypassed; back).
+    breaker_lines = [w for w in warnings if w.startswith("cache_core.breaker:")]
+    listener_lines = [w for w in warnings if w.startswith("cache_core.invalidation:")]
+    assert len(breaker_lines) == 2, warnings
+    assert len(listener_lines) <= 2 and len(breaker_lines) + len(listener_lines) == len(warnings)
     # The count does not grow with the outage: every probe during it failed at DEBUG.
     assert tally.probe_failures >= OUTAGE_SECONDS / RESET_TIMEOUT / 2
     outages = sum("open after" in w for w in warnings)
