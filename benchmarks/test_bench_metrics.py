@@ -32,7 +32,7 @@ from cache_core import MemoryCache, MultiLevelCache, RedisCache, TypedCache
 
 pytestmark = pytest.mark.benchmark(group="metrics")
 
-BASE = "2aab3b1"  # main just before issue 17 was merged into this branch
+BASE = "fa8ae50"  # main (with issues 13 and 14) as last merged into this branch
 ROOT = Path(__file__).resolve().parent.parent
 VALUE = {"id": 42, "name": "Ada Lovelace", "email": "ada@example.org", "roles": ["admin", "dev"]}
 
