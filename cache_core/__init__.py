@@ -18,7 +18,13 @@ from ._multilevel import MultiLevelCache, MultiLevelStats
 from ._protected import ProtectedCache, ProtectedCacheStats
 from ._protocols import BatchCache, Cache
 from ._redis import RedisCache
-from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
+from ._serializers import (
+    CompressedSerializer,
+    JSONSerializer,
+    MsgpackSerializer,
+    PickleSerializer,
+    Serializer,
+)
 from ._singleflight import Singleflight, SingleflightInterrupted
 from ._typed import TypedCache, TypedCacheStats
 from ._warmer import CacheWarmer, WarmReport
@@ -40,6 +46,7 @@ __all__ = [
     "CircuitOpenError",
     "CompressedSerializer",
     "JSONSerializer",
+    "MsgpackSerializer",
     "Memoized",
     "MemoryCache",
     "MultiLevelCache",
