@@ -18,20 +18,28 @@ still inside the singleflight.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import random as _random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Generic, NamedTuple, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar, overload
 
+from ._codec import TypedCodec
 from ._envelope import Entry, pack, plain_prefix, serializer_id, unpack
 from ._jitter import check_jitter, jittered
 from ._lease_lock import LeaseLock, LeaseLockFactory
 from ._multilevel import MultiLevelCache
 from ._redis import RedisCache
-from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
+from ._serializers import (
+    CompressedSerializer,
+    JSONSerializer,
+    MsgpackSerializer,
+    PickleSerializer,
+    Serializer,
+)
 from ._singleflight import Singleflight
 from ._stats import Counter
 from ._validate import MISSING, TTL, check_key, ttl_seconds
@@ -41,6 +49,7 @@ from .errors import BackendError, CacheMiss, SerializationError
 __all__ = ["TypedCache", "TypedCacheStats"]
 
 T = TypeVar("T")
+D = TypeVar("D")
 log = logging.getLogger("cache_core")
 
 _BYTE_CACHE_METHODS: Final = ("get", "set", "delete", "exists", "clear")
@@ -61,6 +70,7 @@ class TypedCacheStats(NamedTuple):
     stale_hits: int
     stale_errors_served: int
     lock_waits: int
+    encode_errors: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +126,28 @@ class NoValue(Exception):
     """
 
 
-_OWN_SERIALIZERS: Final = (JSONSerializer, PickleSerializer, CompressedSerializer)
+_OWN_SERIALIZERS: Final = (
+    JSONSerializer,
+    MsgpackSerializer,
+    PickleSerializer,
+    CompressedSerializer,
+    TypedCodec,
+)
+_WARNED_MAX: Final = 1000  # distinct encode failures logged per cache, then silence
+
+
+def _typed_serializer(serializer: Serializer, type_: Any) -> Serializer:
+    """The serializer's typed form for ``type_`` (its ``for_type``), checked once."""
+    for_type = getattr(serializer, "for_type", None)
+    if not callable(for_type):
+        raise TypeError(
+            f"type= needs a serializer with a typed form (for_type), such as JSONSerializer "
+            f"or MsgpackSerializer; {type(serializer).__name__} has none"
+        )
+    typed = for_type(type_)
+    if not isinstance(typed, Serializer):
+        raise TypeError(f"{type(serializer).__name__}.for_type returned {typed!r}")
+    return typed
 
 
 def _strict_loads(serializer: Serializer) -> Callable[[bytes], object]:
@@ -185,12 +216,13 @@ class TypedCache(Generic[T]):
         ttl_jitter: float = 0.1,
         clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
+        type: type[T] | None = None,
     ) -> None:
         missing = [m for m in _BYTE_CACHE_METHODS if not callable(getattr(cache, m, None))]
         if missing:
             raise TypeError(
                 f"cache must be a byte cache (Cache protocol), "
-                f"{type(cache).__name__} lacks {', '.join(missing)}"
+                f"{builtins.type(cache).__name__} lacks {', '.join(missing)}"
             )
         if serializer is None:
             serializer = JSONSerializer()
@@ -199,12 +231,13 @@ class TypedCache(Generic[T]):
             and callable(getattr(serializer, "loads", None))
         ):
             raise TypeError(
-                f"serializer must have dumps() and loads(), not {type(serializer).__name__}"
+                "serializer must have dumps() and loads(), "
+                f"not {builtins.type(serializer).__name__}"
             )
         if not callable(clock):
-            raise TypeError(f"clock must be callable, not {type(clock).__name__}")
+            raise TypeError(f"clock must be callable, not {builtins.type(clock).__name__}")
         if not callable(random):
-            raise TypeError(f"random must be callable, not {type(random).__name__}")
+            raise TypeError(f"random must be callable, not {builtins.type(random).__name__}")
         self._options = _check_options(
             distributed_lock, lock_timeout, early_refresh, stale_ttl, stale_if_error, ttl_jitter
         )
@@ -215,14 +248,16 @@ class TypedCache(Generic[T]):
         elif distributed_lock:
             raise ValueError(
                 "distributed_lock=True needs a RedisCache underneath (directly or as the L2 of "
-                f"a MultiLevelCache); {type(cache).__name__} has none"
+                f"a MultiLevelCache); {builtins.type(cache).__name__} has none"
             )
+        self._type = type
+        if type is not None:
+            serializer = _typed_serializer(serializer, type)
         self._cache = cache
         self._serializer = serializer
         self._dumps = serializer.dumps
-        self._loads = (
-            serializer.loads if type(serializer) in _OWN_SERIALIZERS else _strict_loads(serializer)
-        )
+        own = builtins.type(serializer) in _OWN_SERIALIZERS
+        self._loads = serializer.loads if own else _strict_loads(serializer)
         self._fid = serializer_id(serializer)
         self._prefix = plain_prefix(self._fid)
         self._clock = clock
@@ -238,6 +273,8 @@ class TypedCache(Generic[T]):
         self._stale_hits = Counter()
         self._stale_errors = Counter()
         self._lock_waits = Counter()
+        self._encode_errors = Counter()
+        self._warned: set[str] = set()
         self._mset_ttls = getattr(cache, "mset_with_ttls", None)
         self._stores = 0  # bumped after every store by a flight; see _fill
 
@@ -248,7 +285,13 @@ class TypedCache(Generic[T]):
 
     @property
     def serializer(self) -> Serializer:
+        """The serializer in use (with ``type=``, the typed form of the one given)."""
         return self._serializer
+
+    @property
+    def type(self) -> Any:
+        """The type values decode into (``type=``), or None for untyped values."""
+        return self._type
 
     def stats(self) -> TypedCacheStats:
         return TypedCacheStats(
@@ -262,10 +305,12 @@ class TypedCache(Generic[T]):
             self._stale_hits.value,
             self._stale_errors.value,
             self._lock_waits.value,
+            self._encode_errors.value,
         )
 
     def __repr__(self) -> str:
-        return f"TypedCache({self._cache!r}, serializer={type(self._serializer).__name__})"
+        shown = "" if self._type is None else f", type={self._type!r}"
+        return f"TypedCache({self._cache!r}, serializer={self._serializer!r}{shown})"
 
     # -- TTLs --------------------------------------------------------------------------------
 
@@ -316,6 +361,12 @@ class TypedCache(Generic[T]):
         return entry
 
     # -- plain operations --------------------------------------------------------------------
+
+    @overload
+    def get(self, key: str) -> T: ...
+
+    @overload
+    def get(self, key: str, default: D) -> T | D: ...
 
     def get(self, key: str, default: Any = MISSING) -> Any:
         """Return the value; ``CacheMiss`` on a miss unless ``default`` is given.
@@ -464,6 +515,14 @@ class TypedCache(Generic[T]):
         if merged.distributed_lock and self._locks is None:
             raise ValueError("distributed_lock=True needs a RedisCache underneath")
         return merged
+
+    def _warn_unstorable(self, exc: SerializationError) -> None:
+        cause = str(exc.__cause__ or exc)
+        if cause in self._warned or len(self._warned) >= _WARNED_MAX:
+            log.debug("cache_core: value not cached: %s", exc)
+            return
+        self._warned.add(cause)
+        log.warning("cache_core: value served but not cached (it cannot be stored): %s", exc)
 
     def _undecodable(self, key: str, exc: Exception) -> None:
         self._decode_errors.incr()
@@ -684,7 +743,15 @@ class TypedCache(Generic[T]):
         delta = max(self._clock() - start, 0.0)  # XFetch's Δ, on the injectable clock
         self._loads_run.incr()
         logical, physical = self._ttls(ttl, opts)
-        encoded = self._encode(key, value, opts, logical, delta)
+        try:
+            encoded = self._encode(key, value, opts, logical, delta)
+        except SerializationError as exc:
+            # Nothing unreadable is stored: the caller (and every waiter) gets the loaded value,
+            # the failure is counted and logged once per distinct cause.
+            self._encode_errors.incr()
+            self._warn_unstorable(exc)
+            self._stores += 1
+            return value, None, me
         try:
             self._cache.set(key, encoded, physical)
         except BackendError as exc:
