@@ -48,6 +48,7 @@ import datetime
 import decimal
 import enum
 import math
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -55,9 +56,32 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from ._backend import PURE_PYTHON_FORCED
 from .errors import SerializationError
 
-__all__ = ["TAG", "Format", "Registry", "TypedCodec", "first_difference", "type_name"]
+__all__ = [
+    "NATIVE_PLAIN",
+    "TAG",
+    "Format",
+    "Registry",
+    "TypedCodec",
+    "first_difference",
+    "type_name",
+]
+
+try:
+    from . import _plain as _plain_native
+except ImportError as _exc:  # not built: the Python walk below does the same, slower
+    if os.environ.get("CACHE_CORE_REQUIRE_NATIVE") == "1":
+        raise ImportError(
+            "CACHE_CORE_REQUIRE_NATIVE=1 but cache_core._plain cannot be imported; "
+            "rebuild with `pip install -e .` and a C compiler"
+        ) from _exc
+    _plain_native = None  # type: ignore[assignment]
+
+NATIVE_PLAIN: Final = _plain_native is not None and not PURE_PYTHON_FORCED
+"""The codec's exact-type walk runs in C (``native/plain.c``); CACHE_CORE_PURE_PYTHON=1 forces
+the Python walk."""
 
 TAG: Final = "__cc"
 Format = Literal["json", "msgpack"]
@@ -262,7 +286,10 @@ class Tagged:
         leaf: set[type] = {str, int, bool, _NoneType}
         if native_bytes:
             leaf.add(bytes)
-        self.plain = _plain_check(frozenset(leaf))
+        if NATIVE_PLAIN:
+            self.plain = _plain_native.plain_msgpack if native_bytes else _plain_native.plain_json
+        else:
+            self.plain = _plain_check(frozenset(leaf))
         """``plain(obj)``: True if ``obj`` (a dict or list) is plain data msgspec writes and
         reads back exactly (exact types, str keys, no tag key, finite floats)."""
 

@@ -18,7 +18,6 @@ are read as they were written.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import pickle
@@ -97,10 +96,14 @@ class _MsgspecSerializer:
         """
         t = type(obj)
         if t is dict or t is list:
-            # Too deep, circular, or an int too large: the careful path below says which and where.
-            with contextlib.suppress(RecursionError, OverflowError, ValueError):
+            try:
                 if self._plain(obj):
                     return self._encode(obj)
+            except (RecursionError, OverflowError, ValueError):
+                pass  # too deep, circular, an int too large: the careful path says which, where
+        return self._careful_dumps(obj)
+
+    def _careful_dumps(self, obj: Any) -> bytes:
         try:
             return self._encode(self._native(obj))
         except SerializationError:
@@ -122,7 +125,7 @@ class _MsgspecSerializer:
 
         Bytes without the tag key decode at msgspec speed; the others are revived in one walk.
         """
-        raw = _as_bytes(data)
+        raw = data if type(data) is bytes else _as_bytes(data)
         try:
             value = self._decode(raw)
             if self._mark in raw:

@@ -28,6 +28,7 @@ from cache_core import (
     PickleSerializer,
     SerializationError,
     Serializer,
+    _codec,
     _serializers,
 )
 
@@ -705,3 +706,40 @@ def test_compressed_arguments_are_checked(kwargs: dict[str, int], match: str) ->
         CompressedSerializer(JSONSerializer(), **kwargs)
     with pytest.raises(TypeError, match="inner"):
         CompressedSerializer(object())  # type: ignore[arg-type]
+
+
+# -- the exact-type walk: C and Python agree -------------------------------------------------
+
+
+@pytest.mark.skipif(_codec._plain_native is None, reason="cache_core._plain is not built")
+@pytest.mark.parametrize("msgpack", [False, True])
+@settings(deadline=None, max_examples=300)
+@given(value=st.lists(mixed, max_size=3) | st.dictionaries(keys, mixed, max_size=3))
+def test_native_and_python_plain_walks_agree(msgpack: bool, value: Any) -> None:
+    leaf = frozenset({str, int, bool, type(None), *((bytes,) if msgpack else ())})
+    python = _codec._plain_check(leaf)
+    native = _codec._plain_native.plain_msgpack if msgpack else _codec._plain_native.plain_json
+    assert native(value) is python(value)
+
+
+@pytest.mark.skipif(_codec._plain_native is None, reason="cache_core._plain is not built")
+def test_native_plain_walk_edges() -> None:
+    walk = _codec._plain_native.plain_json
+    loop: list[Any] = []
+    loop.append(loop)
+    assert walk(loop) is False  # a cycle hits the depth bound, then the careful path reports it
+    deep: list[Any] = []
+    for _ in range(500):
+        deep = [deep]
+    assert walk(deep) is False
+    assert walk({"a": [1, 2.5, None, True, "x"]}) is True
+    assert walk({"a": math.nan}) is False and walk([math.inf]) is False
+    assert walk({"__cc": 1}) is False and walk({"__cd": 1}) is True
+    assert walk([b"x"]) is False and _codec._plain_native.plain_msgpack([b"x"]) is True
+    assert walk(5) is False and walk((1,)) is False
+
+
+def test_plain_walk_choice_follows_pure_python_switch() -> None:
+    assert (
+        _codec._plain_native is not None and not _codec.PURE_PYTHON_FORCED
+    ) == _codec.NATIVE_PLAIN
