@@ -61,6 +61,7 @@ from .errors import SerializationError
 
 __all__ = [
     "NATIVE_PLAIN",
+    "has_mark",
     "TAG",
     "Format",
     "Registry",
@@ -82,6 +83,16 @@ except ImportError as _exc:  # not built: the Python walk below does the same, s
 NATIVE_PLAIN: Final = _plain_native is not None and not PURE_PYTHON_FORCED
 """The codec's exact-type walk runs in C (``native/plain.c``); CACHE_CORE_PURE_PYTHON=1 forces
 the Python walk."""
+
+
+def _py_has_mark(data: bytes, mark: bytes) -> bool:
+    return mark in data
+
+
+has_mark: Final[Callable[[bytes, bytes], bool]] = (
+    _plain_native.has_mark if NATIVE_PLAIN else _py_has_mark
+)
+"""``has_mark(data, mark)``: whether the tag key occurs in encoded bytes (C: glibc memmem)."""
 
 TAG: Final = "__cc"
 Format = Literal["json", "msgpack"]

@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from ._codec import TAG, Format, Registry, Tagged, TypedCodec, type_name
+from ._codec import TAG, Format, Registry, Tagged, TypedCodec, has_mark, type_name
 from .errors import SerializationError
 
 __all__ = [
@@ -128,7 +128,7 @@ class _MsgspecSerializer:
         raw = data if type(data) is bytes else _as_bytes(data)
         try:
             value = self._decode(raw)
-            if self._mark in raw:
+            if has_mark(raw, self._mark):
                 value = self._revive(value)
             return value
         except SerializationError:

@@ -276,6 +276,7 @@ class TypedCache(Generic[T]):
         self._encode_errors = Counter()
         self._warned: set[str] = set()
         self._mset_ttls = getattr(cache, "mset_with_ttls", None)
+        self._ttl_checked: object = None  # the last ttl object get_or_set validated
         self._stores = 0  # bumped after every store by a flight; see _fill
 
     @property
@@ -470,10 +471,16 @@ class TypedCache(Generic[T]):
                 opts, distributed_lock, lock_timeout, early_refresh, stale_ttl,
                 stale_if_error, ttl_jitter,
             )  # fmt: skip
-        if ttl is not None:
+        if ttl is not None and ttl is not self._ttl_checked:
             ttl_seconds(ttl, None)
+            self._ttl_checked = ttl  # numbers and timedeltas are immutable: checked once
         seen = self._stores
-        data = self._read(key)
+        try:  # _read, inlined: this is the hit path of every memoized call
+            data = self._cache.get(key, None)
+        except BackendError as exc:
+            self._backend_errors.incr()
+            log.debug("cache_core: read of %r failed, loading instead: %s", key, exc)
+            data = None
         if data is not None:
             if data[:4] == self._prefix:  # plain entry: no expiry metadata to consider
                 try:

@@ -6,10 +6,15 @@
  * types. Anything else, or nesting deeper than MAX_DEPTH (which also stops on a cycle), is False
  * and the caller takes the careful Python path, which tags or refuses it. The walk runs no Python
  * code (no __eq__, no __hash__), so the borrowed references stay valid while it holds the GIL.
+ *
+ * has_mark(data, mark): whether bytes `mark` occurs in bytes `data` (glibc memmem, several times
+ * faster than `bytes.__contains__` on JSON, where the mark's quote character is everywhere).
  */
+#define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <string.h>
 
 #define MAX_DEPTH 200
 
@@ -72,7 +77,24 @@ static PyObject *plain_msgpack(PyObject *self, PyObject *obj)
     return PyBool_FromLong(plain_container(obj, 1, 0));
 }
 
+static PyObject *has_mark(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 2 || !PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "has_mark(data: bytes, mark: bytes)");
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]), m = PyBytes_GET_SIZE(args[1]);
+    if (m == 0)
+        Py_RETURN_TRUE;
+    return PyBool_FromLong(
+        memmem(PyBytes_AS_STRING(args[0]), (size_t)n, PyBytes_AS_STRING(args[1]), (size_t)m)
+        != NULL);
+}
+
 static PyMethodDef methods[] = {
+    {"has_mark", (PyCFunction)(void (*)(void))has_mark, METH_FASTCALL,
+     "True if bytes mark occurs in bytes data."},
     {"plain_json", plain_json, METH_O, "True if obj is plain data JSON carries exactly."},
     {"plain_msgpack", plain_msgpack, METH_O, "True if obj is plain data msgpack carries exactly."},
     {NULL, NULL, 0, NULL},

@@ -737,6 +737,11 @@ def test_native_plain_walk_edges() -> None:
     assert walk({"__cc": 1}) is False and walk({"__cd": 1}) is True
     assert walk([b"x"]) is False and _codec._plain_native.plain_msgpack([b"x"]) is True
     assert walk(5) is False and walk((1,)) is False
+    has_mark = _codec._plain_native.has_mark
+    assert has_mark(b'{"__cc":1}', b'"__cc"') and not has_mark(b'{"_cc":1}', b'"__cc"')
+    assert has_mark(b"x", b"") and not has_mark(b"", b"x")
+    with pytest.raises(TypeError):
+        has_mark("str", b"x")  # type: ignore[arg-type]
 
 
 def test_plain_walk_choice_follows_pure_python_switch() -> None:
