@@ -419,10 +419,23 @@ class TypedCache(Generic[T]):
         opts = self._options
         base = self._base_ttl(ttl)  # validated once, before encoding anything
         entries: dict[str, tuple[bytes, float | None]] = {}
-        for key, value in items.items():
-            check_key(key)
-            logical, physical = self._jittered(base, opts)  # a TTL of its own per key
-            entries[key] = (self._encode(key, value, opts, logical, 0.0), physical)
+        if opts.wants_meta or base is None:
+            for key, value in items.items():
+                check_key(key)
+                logical, physical = self._jittered(base, opts)  # a TTL of its own per key
+                entries[key] = (self._encode(key, value, opts, logical, 0.0), physical)
+        else:
+            # The warming path: _encode and _jittered inlined (no metadata, a TTL per key).
+            dumps, prefix, random, jitter = self._dumps, self._prefix, self._random, opts.ttl_jitter
+            for key, value in items.items():
+                check_key(key)
+                try:
+                    payload = dumps(value)
+                except SerializationError as exc:
+                    raise SerializationError(
+                        f"cannot encode the value for key {key!r}: {exc}"
+                    ) from exc
+                entries[key] = (prefix + payload, base * (1.0 - jitter * random()))
         if not entries:
             return
         try:
