@@ -26,6 +26,8 @@ be served again if they are still alive; give entries a ``ttl`` to bound that.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
 import inspect
 import logging
@@ -35,6 +37,8 @@ import time
 import typing
 from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
+
+import msgspec
 
 from ._codec import TypedCodec
 from ._default import default_cache
@@ -70,6 +74,26 @@ _MEMO_TYPES = frozenset({str, int})
 _MEMO_MAX = 4096
 
 
+def _names_a_class(hint: Any, depth: int = 0) -> bool:
+    """Whether a type hint mentions a user class (dataclass, NamedTuple, Struct, TypedDict, Enum).
+
+    Only those need a type to come back as themselves; everything else round-trips untyped.
+    """
+    if depth > 20:
+        return False
+    args = typing.get_args(hint)
+    if args:
+        return any(_names_a_class(a, depth + 1) for a in args)
+    if not isinstance(hint, type) or hint.__module__ == "builtins":
+        return False
+    return (
+        dataclasses.is_dataclass(hint)
+        or typing.is_typeddict(hint)
+        or issubclass(hint, enum.Enum | msgspec.Struct)
+        or (issubclass(hint, tuple) and hasattr(hint, "_fields"))
+    )
+
+
 def _return_type(func: Callable[..., Any], returns: Any) -> Any:
     """The type results decode into: ``returns`` if given, else the return annotation.
 
@@ -85,7 +109,9 @@ def _return_type(func: Callable[..., Any], returns: Any) -> Any:
         return None
     if hint is None or hint in (type(None), Any, object):
         return None
-    if isinstance(hint, TypeVar):
+    if not _names_a_class(hint):
+        # Builtins, datetimes, Any and containers of them: the untyped codec already brings
+        # them back exactly (tuples, sets, datetimes inside a dict[str, Any] included).
         return None
     try:
         TypedCodec(hint)
@@ -514,7 +540,7 @@ def memoize(
     ``distributed_lock``, ``lock_timeout``, ``early_refresh``, ``stale_ttl``,
     ``stale_if_error``, ``ttl_jitter``: passed to ``TypedCache`` when given.
     ``returns``: the type results decode into (``TypedCache(type=...)``), so every call returns
-    the same type; by default the function's return annotation when msgspec can decode into it
+    the same type; by default the function's return annotation when it names a user class
     (a ``NamedTuple``, a dataclass, ``list[Point]``, ...); ``returns=None`` keeps results untyped.
 
     Bad arguments, async functions and generator functions raise ``TypeError`` / ``ValueError``

@@ -92,6 +92,20 @@ def test_untyped_annotations_stay_untyped() -> None:
         assert fn(1) == {"n": (1, 1)} and fn.cache.type is None
 
 
+def test_annotations_without_user_classes_stay_untyped_and_exact() -> None:
+    import datetime
+
+    when = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+    @memoize(MemoryCache(), namespace="t:dict")
+    def row(n: int) -> dict[str, Any]:
+        return {"n": (n, n), "when": when}
+
+    row(1)
+    assert row(1) == {"n": (1, 1), "when": when} and row.cache.type is None
+    assert row.cache_info().misses == 1
+
+
 def test_annotation_with_a_serializer_without_typed_form_stays_untyped() -> None:
     @memoize(MemoryCache(), namespace="t:pickle", serializer=PickleSerializer(b"k"))
     def origin(n: int) -> Point:
