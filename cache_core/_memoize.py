@@ -365,26 +365,19 @@ class Memoized(Generic[P, R]):
                 text = keys.text(args, kwargs)
                 self._remember(args, text)
             key = self._prefix + text
-        func = self._func
-        ran = False
-
-        def load() -> R:
-            nonlocal ran
-            ran = True
-            return func(*args, **kwargs)
-
         try:
-            value = typed.get_or_set(key, load, self._ttl)
+            value, ran = typed.get_or_call(key, self._run, args, kwargs, self._ttl)
         except BaseException:
-            if ran:
-                self._miss()
-            self._error()
+            self._error()  # a miss that ran the function was counted by _run
             raise
-        if ran:
-            self._miss()
-        else:
+        if not ran:
             self._hit()
         return value
+
+    def _run(self, *args: Any, **kwargs: Any) -> R:
+        """The function itself, on a miss (counted before it runs: it may raise)."""
+        self._miss()
+        return self._func(*args, **kwargs)
 
     def _remember(self, args: tuple[Any, ...], text: str) -> None:
         """Keep the key text of plain positional arguments (bounded: cleared when full)."""

@@ -488,29 +488,82 @@ class TypedCache(Generic[T]):
             ttl_seconds(ttl, None)
             self._ttl_checked = ttl  # numbers and timedeltas are immutable: checked once
         seen = self._stores
-        try:  # _read, inlined: this is the hit path of every memoized call
+        data = self._read(key)
+        if data is not None and data[:4] == self._prefix:  # plain entry: no expiry metadata
+            try:
+                value = self._loads(data[4:])
+            except SerializationError as exc:
+                self._undecodable(key, exc)
+                data = None
+            else:
+                self._hits.incr()
+                return value  # type: ignore[return-value]
+        return self._after_read(key, fn, ttl, opts, seen, data)
+
+    def get_or_call(
+        self,
+        key: str,
+        fn: Callable[..., T],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        ttl: TTL | None = None,
+    ) -> tuple[T, bool]:
+        """``get_or_set`` for a loader that takes arguments: ``(value, whether fn ran here)``.
+
+        ``fn(*args, **kwargs)`` runs on a miss only, so a hit builds no closure (the hit path
+        of every memoized call). The constructor's options apply.
+        """
+        if type(key) is not str or not key:
+            check_key(key)
+        if ttl is not None and ttl is not self._ttl_checked:
+            ttl_seconds(ttl, None)
+            self._ttl_checked = ttl
+        seen = self._stores
+        try:  # _read, inlined
             data = self._cache.get(key, None)
         except BackendError as exc:
             self._backend_errors.incr()
             log.debug("cache_core: read of %r failed, loading instead: %s", key, exc)
             data = None
-        if data is not None:
-            if data[:4] == self._prefix:  # plain entry: no expiry metadata to consider
-                try:
-                    value = self._loads(data[4:])
-                except SerializationError as exc:
-                    self._undecodable(key, exc)
-                else:
-                    self._hits.incr()
-                    return value  # type: ignore[return-value]
+        if data is not None and data[:4] == self._prefix:
+            try:
+                value = self._loads(data[4:])
+            except SerializationError as exc:
+                self._undecodable(key, exc)
+                data = None
             else:
-                try:
-                    entry = self._entry(data)
-                    value = self._loads(entry.payload)
-                except SerializationError as exc:
-                    self._undecodable(key, exc)
-                else:
-                    return self._hit_with_meta(key, fn, ttl, opts, entry, value)
+                self._hits.incr()
+                return value, False  # type: ignore[return-value]
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        ran = False
+
+        def load() -> T:
+            nonlocal ran
+            ran = True
+            return fn(*args, **(kwargs or {}))
+
+        value = self._after_read(key, load, ttl, self._options, seen, data)
+        return value, ran
+
+    def _after_read(
+        self,
+        key: str,
+        fn: Callable[[], T],
+        ttl: TTL | None,
+        opts: _Options,
+        seen: int,
+        data: bytes | None,
+    ) -> T:
+        """The rest of a read-through once the plain-entry hit is ruled out."""
+        if data is not None:
+            try:
+                entry = self._entry(data)
+                value = self._loads(entry.payload)
+            except SerializationError as exc:
+                self._undecodable(key, exc)
+            else:
+                return self._hit_with_meta(key, fn, ttl, opts, entry, value)
         self._misses.incr()
         return self._load(key, fn, ttl, opts, seen)
 

@@ -250,3 +250,19 @@ def test_typed_round_trip_property(serializer: Any, value: dict[int, list[User]]
     assert back == value
     assert all(type(k) is int for k in back)
     assert all(type(u) is User for us in back.values() for u in us)
+
+
+def test_get_or_call_runs_fn_with_its_arguments_on_a_miss_only() -> None:
+    typed: TypedCache[Point] = TypedCache(MemoryCache(), type=Point)
+    calls: list[tuple[int, int]] = []
+
+    def make(x: int, *, y: int) -> Point:
+        calls.append((x, y))
+        return Point(x, y)
+
+    assert typed.get_or_call("p", make, (1,), {"y": 2}) == (Point(1, 2), True)
+    value, ran = typed.get_or_call("p", make, (1,), {"y": 2})
+    assert (value, ran) == (Point(1, 2), False) and type(value) is Point
+    assert calls == [(1, 2)]
+    with pytest.raises(TypeError, match="fn"):
+        typed.get_or_call("q", 5)  # type: ignore[arg-type]
