@@ -428,7 +428,8 @@ class TypedCache(Generic[T]):
             # The warming path: _encode and _jittered inlined (no metadata, a TTL per key).
             dumps, prefix, random, jitter = self._dumps, self._prefix, self._random, opts.ttl_jitter
             for key, value in items.items():
-                check_key(key)
+                if type(key) is not str or not key:
+                    check_key(key)  # the byte cache checks the rest of the grammar before I/O
                 try:
                     payload = dumps(value)
                 except SerializationError as exc:
