@@ -62,6 +62,7 @@ from .errors import SerializationError
 __all__ = [
     "NATIVE_PLAIN",
     "has_mark",
+    "native_loads",
     "TAG",
     "Format",
     "Registry",
@@ -93,6 +94,9 @@ has_mark: Final[Callable[[bytes, bytes], bool]] = (
     _plain_native.has_mark if NATIVE_PLAIN else _py_has_mark
 )
 """``has_mark(data, mark)``: whether the tag key occurs in encoded bytes (C: glibc memmem)."""
+
+native_loads: Final[Callable[..., Any] | None] = _plain_native.loads if NATIVE_PLAIN else None
+"""``native_loads(decode, mark, revive, fallback, data)``: a serializer's loads in C, or None."""
 
 TAG: Final = "__cc"
 Format = Literal["json", "msgpack"]

@@ -18,6 +18,7 @@ are read as they were written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import pickle
@@ -27,7 +28,16 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from ._codec import TAG, Format, Registry, Tagged, TypedCodec, has_mark, type_name
+from ._codec import (
+    TAG,
+    Format,
+    Registry,
+    Tagged,
+    TypedCodec,
+    has_mark,
+    native_loads,
+    type_name,
+)
 from .errors import SerializationError
 
 __all__ = [
@@ -80,6 +90,12 @@ class _MsgspecSerializer:
         else:
             self._encode = msgspec.msgpack.Encoder().encode
             self._decode = msgspec.msgpack.Decoder().decode
+        if native_loads is not None:
+            # loads without a Python frame (native/plain.c); the method below is its fallback
+            # for anything unusual, and the whole of loads under CACHE_CORE_PURE_PYTHON=1.
+            self.loads = functools.partial(  # type: ignore[method-assign]
+                native_loads, self._decode, self._mark, self._revive, self.loads
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(types={sorted(self._registry.classes)!r})"

@@ -9,6 +9,11 @@
  *
  * has_mark(data, mark): whether bytes `mark` occurs in bytes `data` (glibc memmem, several times
  * faster than `bytes.__contains__` on JSON, where the mark's quote character is everywhere).
+ *
+ * loads(decode, mark, revive, fallback, data): the serializer's loads without a Python frame:
+ * decode(data), then revive(value) if the mark occurs in data. Anything unusual (data not exact
+ * bytes, or an Exception from decode or revive) is handed to fallback(data), the Python loads,
+ * which redoes the work and raises the library's own SerializationError.
  */
 #define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
@@ -92,7 +97,43 @@ static PyObject *has_mark(PyObject *self, PyObject *const *args, Py_ssize_t narg
         != NULL);
 }
 
+static PyObject *fallback(PyObject *fn, PyObject *data)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return NULL; /* KeyboardInterrupt, SystemExit...: never swallowed */
+    PyErr_Clear();
+    return PyObject_CallOneArg(fn, data);
+}
+
+static PyObject *fast_loads(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "loads(decode, mark, revive, fallback, data)");
+        return NULL;
+    }
+    PyObject *data = args[4], *mark = args[1];
+    if (!PyBytes_CheckExact(data) || !PyBytes_CheckExact(mark))
+        return PyObject_CallOneArg(args[3], data);
+    PyObject *value = PyObject_CallOneArg(args[0], data);
+    if (value == NULL)
+        return fallback(args[3], data);
+    Py_ssize_t m = PyBytes_GET_SIZE(mark);
+    if (m == 0
+        || memmem(PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
+                  PyBytes_AS_STRING(mark), (size_t)m)
+               == NULL)
+        return value;
+    PyObject *revived = PyObject_CallOneArg(args[2], value);
+    Py_DECREF(value);
+    if (revived == NULL)
+        return fallback(args[3], data);
+    return revived;
+}
+
 static PyMethodDef methods[] = {
+    {"loads", (PyCFunction)(void (*)(void))fast_loads, METH_FASTCALL,
+     "decode(data), revived when mark occurs in data; fallback(data) on anything unusual."},
     {"has_mark", (PyCFunction)(void (*)(void))has_mark, METH_FASTCALL,
      "True if bytes mark occurs in bytes data."},
     {"plain_json", plain_json, METH_O, "True if obj is plain data JSON carries exactly."},
