@@ -47,6 +47,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import functools
 import math
 import os
 import re
@@ -518,6 +519,10 @@ def first_difference(a: Any, b: Any, path: str = "$") -> str | None:
     return None
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 class TypedCodec:
     """Encode values of one type with msgspec and decode bytes straight into that type.
 
@@ -542,6 +547,12 @@ class TypedCodec:
         self.fmt = fmt
         self._decode = self._decoder.decode
         self._encode = self._encoder.encode
+        if native_loads is not None:
+            # loads without a Python frame (an empty mark: nothing to revive); the method below
+            # is the fallback that turns any decode error into SerializationError.
+            self.loads = functools.partial(  # type: ignore[method-assign]
+                native_loads, self._decode, b"", _identity, self.loads
+            )
 
     def __repr__(self) -> str:
         return f"TypedCodec({self.type!r}, fmt={self.fmt!r})"
