@@ -9,8 +9,9 @@ Untyped values (``_Tagged``)
 Plain data (exact ``dict`` with ``str`` keys, ``list``, ``str``, ``int``, finite ``float``,
 ``bool``, ``None``; with msgpack also ``bytes``) is handed to msgspec as it is, after one walk
 that checks exact types (``Tagged.plain``: ``native/plain.c``, or the same walk in Python under
-``CACHE_CORE_PURE_PYTHON=1``; in Python the walk costs more than msgspec's encode itself). Everything else is rewritten first into plain data with
-type tags: an object with the single key ``"__cc"`` holding ``[type_name, payload]``::
+``CACHE_CORE_PURE_PYTHON=1``; in Python the walk costs more than msgspec's encode itself).
+Everything else is rewritten first into plain data with type tags: an object with the single
+key ``"__cc"`` holding ``[type_name, payload]``::
 
     tuple      {"__cc":["tuple",[...]]}
     set        {"__cc":["set",[...]]}                sorted when sortable (deterministic bytes)
