@@ -1,0 +1,227 @@
+"""Writes behind Sentinel that a failover cannot undo.
+
+During a planned ``SENTINEL FAILOVER`` the replica is promoted (~0.2 s), Sentinel announces
+``+switch-master`` (~1 s) and only then, ~10 s later, makes the old primary a replica; until
+then the old primary accepts writes, and loses them when it resyncs. A write is therefore
+acknowledged only once the replicas it had have confirmed it: every write of a ``RedisCache``
+built from a ``redis+sentinel://`` URL is pipelined with ``WAIT <replicas> <timeout>`` on the
+same connection. A write that fewer replicas confirmed raises ``ReplicaAckError`` (a redis-py
+``ConnectionError``, so a failed delete is remembered and replayed, and the breaker counts it).
+
+How many replicas must confirm (``required``): the replicas the primary reports connected
+(``ROLE``). The count rises as soon as a replica connects; it falls only when Sentinel reports
+that replica down (``+sdown``) or the primary changes. A replica that silently stops
+replicating, which is what a promotion looks like from the old primary, keeps the count up, so
+writes there fail until the switch is seen.
+
+A daemon thread subscribes to the sentinels' ``+switch-master``, ``+sdown`` and ``-sdown``
+and, on a switch of our service, points the connection pool at the new primary at once (idle
+connections to the old one are closed; busy ones are closed when released). Callers also
+re-ask Sentinel (``refresh``, throttled) while the primary's breaker is open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Any, Final
+
+import redis
+from redis.commands.core import Script
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.sentinel import Sentinel
+
+__all__ = ["ReplicaAckError", "SentinelGuard"]
+
+log = logging.getLogger("cache_core")
+
+_REFRESH_INTERVAL: Final = 0.2
+_ROLE_INTERVAL: Final = 1.0
+
+
+class ReplicaAckError(RedisConnectionError):
+    """Fewer replicas confirmed a write than the primary had: it may be undone by a failover."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SentinelGuard:
+    """The primary Sentinel names for ``service``, and writes confirmed by its replicas."""
+
+    def __init__(
+        self,
+        sentinel: Sentinel,
+        service: str,
+        client: redis.Redis,
+        *,
+        ack_timeout: float = 0.1,
+        watch: bool = True,
+    ) -> None:
+        self.sentinel = sentinel
+        self.service = service
+        self.client = client
+        self.ack_ms = max(1, round(ack_timeout * 1000))
+        self._lock = threading.Lock()
+        self._master = ""
+        self._required = 0
+        self._last_refresh = 0.0
+        self._last_role = 0.0
+        self.switches = 0
+        self.unconfirmed = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            self._refresh(force=True)
+        except RedisError as exc:
+            log.warning(
+                "cache_core: Sentinel cannot name a primary for %r yet (%s); calls fail "
+                "until it can",
+                service,
+                exc,
+            )
+        if watch:
+            self._thread = threading.Thread(
+                target=self._watch, name=f"cache_core sentinel {service}", daemon=True
+            )
+            self._thread.start()
+
+    # -- topology ----------------------------------------------------------------------------
+
+    @property
+    def master(self) -> str:
+        """``"host:port"`` of the primary as last seen (empty before the first answer)."""
+        return self._master
+
+    @property
+    def required(self) -> int:
+        """How many replicas must confirm a write."""
+        return self._required
+
+    def nodes_for(self, keys: object) -> list[str]:
+        """Every key lives on the current primary (the ``Router`` protocol)."""
+        return [self._master] if self._master else []
+
+    def refresh(self) -> None:
+        """Re-ask Sentinel now and then (throttled); never raises (the ``Router`` protocol)."""
+        try:
+            self._refresh()
+        except RedisError as exc:
+            log.debug("cache_core: asking Sentinel for %r failed: %s", self.service, exc)
+
+    def _refresh(self, *, force: bool = False) -> None:
+        """Ask Sentinel for the primary; on a change, re-point the pool and recount replicas."""
+        now = time.monotonic()
+        if not force and now - self._last_refresh < _REFRESH_INTERVAL:
+            return
+        self._last_refresh = now
+        pool: Any = self.client.connection_pool
+        host, port = pool.get_master_address()  # closes idle connections to an old primary
+        name = f"{host}:{port}"
+        with self._lock:
+            changed = name != self._master
+            old, self._master = self._master, name
+        if changed:
+            if old:
+                self.switches += 1
+                log.warning(
+                    "cache_core: Sentinel switched %r from %s to %s", self.service, old, name
+                )
+            self._recount(new_primary=True)
+
+    def _recount(self, *, new_primary: bool = False) -> None:
+        """Re-read the primary's connected replicas; lower ``required`` only on evidence."""
+        client: Any = self.client
+        role = client.execute_command("ROLE")
+        connected = len(role[2]) if role and _text(role[0]) == "master" else 0
+        with self._lock:
+            if new_primary or connected >= self._required:
+                self._required = connected
+                return
+        down = 0
+        for replica in self.sentinel.sentinels[0].sentinel_slaves(self.service):
+            if replica.get("is_sdown") or replica.get("is_odown"):
+                down += 1
+        with self._lock:
+            if self._required - connected <= down:
+                self._required = connected
+        self._last_role = time.monotonic()
+
+    # -- confirmed writes --------------------------------------------------------------------
+
+    def write(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the write ``fn`` (a client method or a Script) with ``WAIT`` on one connection."""
+        pipe: Any = self.client.pipeline(transaction=False)
+        if isinstance(fn, Script):
+            script: Any = fn
+            script(*args, client=pipe, **kwargs)
+        elif getattr(fn, "__self__", None) is self.client:
+            getattr(pipe, fn.__name__)(*args, **kwargs)
+        else:
+            return fn(*args, **kwargs)  # not a single client call: nothing to pipeline with
+        need = self._required
+        if need:
+            pipe.execute_command("WAIT", need, self.ack_ms)
+        replies = pipe.execute()
+        if need and int(replies[-1]) < need:
+            self._recount()
+            if int(replies[-1]) < self._required:
+                self.unconfirmed += 1
+                raise ReplicaAckError(
+                    f"{int(replies[-1])} of {need} replicas confirmed the write on {self._master} "
+                    f"within {self.ack_ms} ms; a failover may be under way"
+                )
+        return replies[0]
+
+    # -- the watcher -------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        pubsub: Any = None
+        while not self._stop.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self._subscribe()
+                message = pubsub.get_message(timeout=0.5) if pubsub is not None else None
+                if pubsub is None:
+                    self._stop.wait(0.5)
+                if message and message.get("type") == "message":
+                    self._on_event(_text(message["channel"]), _text(message["data"]))
+                if time.monotonic() - self._last_role >= _ROLE_INTERVAL:
+                    self._last_role = time.monotonic()
+                    self._refresh(force=True)
+                    self._recount()
+            except Exception as exc:  # a sentinel or the primary went away: resubscribe later
+                log.debug("cache_core: sentinel watcher: %s", exc)
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+                pubsub = None
+                self._stop.wait(0.2)
+        if pubsub is not None:
+            pubsub.close()
+
+    def _subscribe(self) -> Any:
+        for node in self.sentinel.sentinels:
+            try:
+                pubsub = node.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub.subscribe("+switch-master", "+sdown", "-sdown")
+                return pubsub
+            except RedisError:
+                continue
+        return None
+
+    def _on_event(self, channel: str, data: str) -> None:
+        if channel == "+switch-master":
+            if data.split(" ", 1)[0] == self.service:
+                self._refresh(force=True)
+        elif data.startswith("slave ") and f"@ {self.service} " in data:
+            self._recount()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
