@@ -417,6 +417,11 @@ class RedisCache:
         return self._breaker
 
     @property
+    def sentinel(self) -> SentinelGuard | None:
+        """Behind Sentinel (``redis+sentinel://``): the current primary and write confirmation."""
+        return self._guard
+
+    @property
     def node_breakers(self) -> dict[str, CircuitBreaker]:
         """The per-node breakers created so far, by ``"host:port"`` (empty for one server)."""
         return self._nodes.snapshot() if self._nodes is not None else {}

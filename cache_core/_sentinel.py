@@ -67,6 +67,9 @@ class SentinelGuard:
         self.client = client
         self.ack_ms = max(1, round(ack_timeout * 1000))
         self._lock = threading.Lock()
+        # One question to Sentinel at a time: two overlapping answers could land out of order
+        # and point the cache back at the old primary.
+        self._refresh_lock = threading.Lock()
         self._master = ""
         self._required = 0
         self._last_refresh = 0.0
@@ -108,38 +111,64 @@ class SentinelGuard:
 
     def refresh(self) -> None:
         """Re-ask Sentinel now and then (throttled); never raises (the ``Router`` protocol)."""
+        if time.monotonic() - self._last_refresh < _REFRESH_INTERVAL:
+            return
+        if not self._refresh_lock.acquire(blocking=False):
+            return  # another thread is asking right now
         try:
-            self._refresh()
+            self._refresh_locked()
         except RedisError as exc:
             log.debug("cache_core: asking Sentinel for %r failed: %s", self.service, exc)
+        finally:
+            self._refresh_lock.release()
 
     def _refresh(self, *, force: bool = False) -> None:
         """Ask Sentinel for the primary; on a change, re-point the pool and recount replicas."""
-        now = time.monotonic()
-        if not force and now - self._last_refresh < _REFRESH_INTERVAL:
+        if not force and time.monotonic() - self._last_refresh < _REFRESH_INTERVAL:
             return
-        self._last_refresh = now
+        with self._refresh_lock:
+            self._refresh_locked()
+
+    def _refresh_locked(self) -> None:
+        self._last_refresh = time.monotonic()
         pool: Any = self.client.connection_pool
         host, port = pool.get_master_address()  # closes idle connections to an old primary
         name = f"{host}:{port}"
+        if name == self._master:
+            return
+        # Count the new primary's replicas before any write is sent there unconfirmed.
+        connected = self._connected_replicas(name)
         with self._lock:
-            changed = name != self._master
             old, self._master = self._master, name
-        if changed:
-            if old:
-                self.switches += 1
-                log.warning(
-                    "cache_core: Sentinel switched %r from %s to %s", self.service, old, name
-                )
-            self._recount(new_primary=True)
+            if connected is not None:
+                self._required = connected
+        if old:
+            self.switches += 1
+            log.warning("cache_core: Sentinel switched %r from %s to %s", self.service, old, name)
 
-    def _recount(self, *, new_primary: bool = False) -> None:
+    def _connected_replicas(self, name: str) -> int | None:
+        """``ROLE`` of the server ``name``: its connected replicas (None: not that server)."""
+        pool: Any = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("ROLE")
+            role = conn.read_response()
+            if f"{conn.host}:{conn.port}" != name:
+                return None  # the pool reached another server (a stale Sentinel answer)
+        finally:
+            pool.release(conn)
+        return len(role[2]) if role and _text(role[0]) == "master" else 0
+
+    def _recount(self) -> None:
         """Re-read the primary's connected replicas; lower ``required`` only on evidence."""
-        client: Any = self.client
-        role = client.execute_command("ROLE")
-        connected = len(role[2]) if role and _text(role[0]) == "master" else 0
+        master = self._master
+        connected = self._connected_replicas(master)
+        if connected is None:
+            return
         with self._lock:
-            if new_primary or connected >= self._required:
+            if master != self._master:
+                return
+            if connected >= self._required:
                 self._required = connected
                 return
         down = 0
@@ -147,7 +176,7 @@ class SentinelGuard:
             if replica.get("is_sdown") or replica.get("is_odown"):
                 down += 1
         with self._lock:
-            if self._required - connected <= down:
+            if master == self._master and self._required - connected <= down:
                 self._required = connected
         self._last_role = time.monotonic()
 
@@ -163,10 +192,20 @@ class SentinelGuard:
             getattr(pipe, fn.__name__)(*args, **kwargs)
         else:
             return fn(*args, **kwargs)  # not a single client call: nothing to pipeline with
-        need = self._required
+        with self._lock:
+            master, need = self._master, self._required
         if need:
             pipe.execute_command("WAIT", need, self.ack_ms)
-        replies = pipe.execute()
+        conn = pipe.connection = self.client.connection_pool.get_connection()
+        replies = pipe.execute()  # releases conn
+        where = f"{conn.host}:{conn.port}"
+        if where != master:
+            # The pool reached a server Sentinel no longer (or not yet) names: its replica
+            # count is not ``need``, so nothing confirms this write.
+            self.unconfirmed += 1
+            raise ReplicaAckError(
+                f"the write went to {where} while Sentinel names {master} as the primary"
+            )
         if need and int(replies[-1]) < need:
             self._recount()
             if int(replies[-1]) < self._required:
@@ -182,27 +221,31 @@ class SentinelGuard:
     def _watch(self) -> None:
         pubsub: Any = None
         while not self._stop.is_set():
+            message: Any = None
+            if pubsub is None:
+                pubsub = self._subscribe()
+            if pubsub is None:
+                self._stop.wait(0.5)
+            else:
+                try:
+                    message = pubsub.get_message(timeout=0.5)
+                except Exception as exc:  # the sentinel went away: subscribe to another
+                    log.debug("cache_core: sentinel subscription lost: %s", exc)
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+                    pubsub = None
             try:
-                if pubsub is None:
-                    pubsub = self._subscribe()
-                message = pubsub.get_message(timeout=0.5) if pubsub is not None else None
-                if pubsub is None:
-                    self._stop.wait(0.5)
                 if message and message.get("type") == "message":
                     self._on_event(_text(message["channel"]), _text(message["data"]))
                 if time.monotonic() - self._last_role >= _ROLE_INTERVAL:
                     self._last_role = time.monotonic()
                     self._refresh(force=True)
                     self._recount()
-            except Exception as exc:  # a sentinel or the primary went away: resubscribe later
+            except Exception as exc:  # the primary is down: Sentinel will tell us
                 log.debug("cache_core: sentinel watcher: %s", exc)
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        pubsub.close()
-                pubsub = None
-                self._stop.wait(0.2)
         if pubsub is not None:
-            pubsub.close()
+            with contextlib.suppress(Exception):
+                pubsub.close()
 
     def _subscribe(self) -> Any:
         for node in self.sentinel.sentinels:

@@ -100,6 +100,66 @@ class GetOrSetLoad:
         return self.report
 
 
+class Writers:
+    """Threads that delete pre-set keys and set new ones, recording what was acknowledged."""
+
+    def __init__(self, cache: RedisCache, threads: int = 4, per_thread: int = 5000) -> None:
+        self.cache = cache
+        self.threads = threads
+        self.per_thread = per_thread
+        self.lock = threading.Lock()
+        self.acked_deletes: list[str] = []
+        self.failed_deletes: list[str] = []
+        self.acked_sets: list[str] = []
+        self.failed_sets = 0
+        self.failures: list[tuple[float, str]] = []
+        self.stop = threading.Event()
+        self.workers: list[threading.Thread] = []
+
+    def prepare(self, admin: redis.Redis) -> None:
+        pipe = admin.pipeline(transaction=False)
+        for t in range(self.threads):
+            for j in range(self.per_thread):
+                pipe.set(self.cache.redis_key(f"d{t}:{j}"), b"old")
+        pipe.execute()
+        admin.wait(1, 2000)
+
+    def _work(self, t: int) -> None:
+        for j in range(self.per_thread):
+            if self.stop.is_set():
+                return
+            try:
+                self.cache.delete(f"d{t}:{j}")
+                with self.lock:
+                    self.acked_deletes.append(f"d{t}:{j}")
+            except BackendError as exc:
+                with self.lock:
+                    self.failed_deletes.append(f"d{t}:{j}")
+                    self.failures.append((time.monotonic(), type(exc).__name__))
+            try:
+                self.cache.set(f"s{t}:{j}", b"new")
+                with self.lock:
+                    self.acked_sets.append(f"s{t}:{j}")
+            except BackendError:
+                with self.lock:
+                    self.failed_sets += 1
+                # A client backs off after a failure (here 10 ms) instead of spinning through
+                # its keys while the breaker fails calls fast.
+                self.stop.wait(0.01)
+
+    def start(self) -> None:
+        self.workers = [
+            threading.Thread(target=self._work, args=(t,), daemon=True) for t in range(self.threads)
+        ]
+        for w in self.workers:
+            w.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for w in self.workers:
+            w.join(30)
+
+
 def promoted_replica(harness: ReplicatedClusterHarness, dead_port: int) -> int:
     """Port of the replica of the primary on ``dead_port``."""
     rows = harness.nodes()
@@ -173,6 +233,7 @@ __all__ = [
     "GetOrSetLoad",
     "LoadReport",
     "RedisCache",
+    "Writers",
     "cluster_admin",
     "first_slots",
     "owner_ports",
