@@ -336,11 +336,17 @@ class RedisCache:
         return result
 
     def run_routed(
-        self, op: str, keys: Iterable[Any] | None, fn: Callable[..., _R], *args: Any, **kwargs: Any
+        self,
+        op: str,
+        route: Iterable[Any] | None,
+        fn: Callable[..., _R],
+        /,
+        *args: Any,
+        **kwargs: Any,
     ) -> _R:
-        """``run`` for a command on the Redis ``keys`` (None: no key, e.g. SCAN).
+        """``run`` for a command on the Redis keys ``route`` (None: no key, e.g. SCAN).
 
-        On a cluster (or behind Sentinel) the breakers of the nodes serving ``keys`` are
+        On a cluster (or behind Sentinel) the breakers of the nodes serving ``route`` are
         asked, and a failure counts against the node it came from only. Routing errors
         (``is_routing``: a slot migrating) are retried for up to ``_ROUTING_PATIENCE`` seconds
         and never count as an outage. Behind Sentinel, writes wait for the replicas
@@ -354,7 +360,7 @@ class RedisCache:
         if nodes is not None and router is not None:
             if nodes.any_open():
                 router.refresh()  # throttled: learn a promotion the dead node cannot tell us
-            names = router.nodes_for(keys) if keys is not None else []
+            names = router.nodes_for(route) if route is not None else []
         breakers = [nodes.get(n) for n in names] if nodes is not None else []
         allowed: list[CircuitBreaker] = []
         try:

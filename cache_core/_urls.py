@@ -300,6 +300,6 @@ def parse_url(url: str) -> Target:
 
 def _strip_query(url: str) -> str:
     """A plain URL whose checked options redis-py parses itself (``cluster=`` removed)."""
-    parts = urlsplit(url)
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "cluster"]
-    return parts._replace(query=urlencode(kept)).geturl()
+    base, _, query = url.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "cluster"]
+    return f"{base}?{urlencode(kept)}" if kept else base
