@@ -56,9 +56,7 @@ def test_url_forms(url: str, kind: str, hosts: tuple[tuple[str, int], ...], extr
 
 
 def test_sentinel_url_parts() -> None:
-    t = parse_url(
-        "redis+sentinel://:nodepw@s1/svc/1?sentinel_password=spw&replica_ack_timeout=0.5"
-    )
+    t = parse_url("redis+sentinel://:nodepw@s1/svc/1?sentinel_password=spw&replica_ack_timeout=0.5")
     assert t.service == "svc"
     assert t.client_kwargs == {"password": "nodepw", "db": 1}
     assert t.sentinel_kwargs == {"password": "spw"}
