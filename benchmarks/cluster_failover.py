@@ -181,6 +181,7 @@ def run_crash(harness: SentinelHarness, threads: int) -> dict[str, Any]:
     old = harness.master_port()
     cache = RedisCache.from_url(harness.url, prefix=f"cr{random.randrange(10**9)}")
     successes: list[float] = []
+    failures: list[float] = []
     stop = threading.Event()
 
     def probe(t: int) -> None:
@@ -192,6 +193,7 @@ def run_crash(harness: SentinelHarness, threads: int) -> dict[str, Any]:
                 cache.get(f"p{t}:{i % 50}")
                 successes.append(time.monotonic())
             except BackendError:
+                failures.append(time.monotonic())
                 stop.wait(0.005)  # a client backs off instead of spinning on a failing call
 
     workers = [threading.Thread(target=probe, args=(t,), daemon=True) for t in range(threads)]
@@ -202,11 +204,12 @@ def run_crash(harness: SentinelHarness, threads: int) -> dict[str, Any]:
     killed = time.monotonic()
     wait_for(lambda: harness.master_port() not in (None, old), 30)
     switched = time.monotonic()
-    wait_for(lambda: any(t > killed for t in successes), 10)
+    wait_for(lambda: any(t > switched for t in successes), 10)
     stop.set()
     for w in workers:
         w.join(10)
-    back = min(t for t in successes if t > killed)
+    first_failure = min(t for t in failures if t > killed)  # calls in flight may still succeed
+    back = min(t for t in successes if t > first_failure)
     new = harness.master_port()
     cache.close()
     server = harness.server_on(old)  # type: ignore[arg-type]
