@@ -97,16 +97,19 @@ def _seconds_left(pttl: int) -> float | None:
 _WRITE_OPS: Final = frozenset({"SET", "UNLINK", "MSET"})
 
 
-def _route_keys(args: tuple[Any, ...]) -> list[Any] | None:
-    """The Redis keys of a client call: its leading ``str`` arguments, or a first list.
+def _route_keys(fn: Any, args: tuple[Any, ...]) -> list[Any] | None:
+    """The Redis keys of a client call: its leading ``str`` arguments, or a first collection.
 
     Values travel as bytes and keys as str in this module, so ``set(rkey, data)`` routes by
-    ``rkey``; scripts and ``mget_nonatomic`` take their keys as a first list.
+    ``rkey``; scripts and ``mget_nonatomic`` take their keys as a first list, ``mset_nonatomic``
+    as a mapping; ``execute_command(name, key, ...)`` routes by ``key``.
     """
     if not args:
         return None
+    if getattr(fn, "__name__", "") == "execute_command":
+        return [args[1]] if len(args) > 1 and isinstance(args[1], str | bytes) else None
     first = args[0]
-    if isinstance(first, list | tuple):
+    if isinstance(first, list | tuple | Mapping):
         return list(first)
     keys = []
     for arg in args:
@@ -313,7 +316,7 @@ class RedisCache:
         an open breaker protects every call.
         """
         if self._cluster or self._guard is not None:
-            return self.run_routed(op, _route_keys(args), fn, *args, **kwargs)
+            return self.run_routed(op, _route_keys(fn, args), fn, *args, **kwargs)
         breaker = self._breaker
         if breaker is not None:
             breaker.allow()

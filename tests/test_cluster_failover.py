@@ -226,3 +226,44 @@ def test_a_half_migrated_slot_is_retried_never_an_outage(
         target.close()
         cache.close()
         harness.restore()
+
+
+def test_lease_locks_and_shared_blooms_follow_their_own_node(
+    replicated_cluster: ReplicatedClusterHarness, unique_prefix: str
+) -> None:
+    """An open breaker on one primary stops only the locks and filters whose slot it owns."""
+    from redis.cluster import key_slot
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from cache_core import CircuitOpenError, RedisBloomFilter
+
+    owners = owner_ports(replicated_cluster)
+    tags: dict[int, str] = {}
+    i = 0
+    while len(tags) < 2:
+        tag = f"n{i}"
+        i += 1
+        tags.setdefault(owners[key_slot(tag.encode())], tag)
+    (down_port, down), (_, up) = sorted(tags.items())
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=60)
+    with RedisCache.from_url(
+        replicated_cluster.url, prefix=unique_prefix, breaker=breaker
+    ) as cache:
+        cache.set(f"{{{down}}}:seed", b"1")
+        node = next(b for n, b in cache.node_breakers.items() if n.endswith(f":{down_port}"))
+        node.record_failure(RedisConnectionError("simulated outage of one primary"))
+        assert node.state == "open"
+
+        typed: TypedCache[str] = TypedCache(cache, distributed_lock=True)
+        assert typed.get_or_set(f"{{{up}}}:x", lambda: "stored") == "stored"
+        assert cache.get(f"{{{up}}}:x")  # stored through the healthy node, lock and all
+        assert typed.get_or_set(f"{{{down}}}:x", lambda: "loaded") == "loaded"
+        with pytest.raises(CircuitOpenError):
+            cache.get(f"{{{down}}}:x")
+
+        healthy = RedisBloomFilter(cache, up, capacity=1000)
+        healthy.add("a")
+        assert "a" in healthy
+        with pytest.raises(CircuitOpenError):
+            RedisBloomFilter(cache, down, capacity=1000).add("a")
+        assert cache.breaker_openings == 1  # the simulated one; nothing else opened
