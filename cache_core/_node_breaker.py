@@ -99,7 +99,7 @@ class ClusterRouter:
             self._last_refresh = now
             # no node reachable right now: try again after the interval
             with contextlib.suppress(Exception):
-                self._client.nodes_manager.initialize()
+                self._client.nodes_manager.initialize(disconnect_startup_nodes_pools=False)
         finally:
             self._refreshing.release()
 

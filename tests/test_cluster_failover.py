@@ -78,12 +78,18 @@ def test_sigkill_one_primary_costs_only_its_keys(
         # Keep the load on for a while after the promotion.
         time.sleep(1.5)
         report = load.stop()
+        breakers = {n: (b.state, b.opened_count) for n, b in cache.node_breakers.items()}
+        stats = typed.stats()
     finally:
         cache.close()
         harness.restore()
-    assert report.errors == []
+    assert report.errors == [], report.errors[:3]
     others = [(t, k) for t, k in report.loads if k not in on_victim]
-    assert others == [], f"{len(others)} loader calls for keys on healthy primaries"
+    assert others == [], (
+        f"{len(others)} loader calls for keys on healthy primaries, at "
+        f"{[round(t - killed_at, 2) for t, _ in others[:10]]} s after the kill; "
+        f"breakers {breakers}; {stats}"
+    )
     victim_loads = [t for t, k in report.loads if k in on_victim]
     back_after = (max(victim_loads) - promoted_at) if victim_loads else 0.0
     print(
