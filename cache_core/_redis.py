@@ -212,6 +212,8 @@ class RedisCache:
         and behind Sentinel it is the template of one breaker per node.
         """
         target = parse_url(url)
+        if cluster and target.kind == "sentinel":
+            raise ValueError("cluster=True does not go with a redis+sentinel:// URL")
         if cluster and target.kind == "redis":
             scheme, rest = url.split("://", 1)
             if scheme.lower() == "unix":

@@ -265,6 +265,10 @@ class SentinelGuard:
             self._recount()
 
     def close(self) -> None:
+        """Stop the watcher and close the connections to the sentinels."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2)
+        for node in self.sentinel.sentinels:
+            with contextlib.suppress(Exception):
+                node.close()

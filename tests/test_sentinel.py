@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from cache_core import BackendError, RedisCache
+from cache_core import BackendError, RedisCache, default_cache
+from cache_core._default import reset_default_cache
 from tests.cluster_load import Writers
 from tests.conftest import wait_for
 from tests.redis_harness import HOST, SentinelHarness
@@ -32,6 +33,29 @@ def test_sentinel_url_names_the_primary_and_confirms_writes(
         replica = next(s for s in sentinel_setup.servers if s.port != port)
         with replica.client() as c:  # WAIT returned only once the replica had it
             assert c.exists(cache.redis_key("k")) == 0
+
+
+def test_batch_writes_behind_sentinel_reach_the_replica(
+    sentinel_setup: SentinelHarness, unique_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CACHE_CORE_URL", sentinel_setup.url)
+    monkeypatch.setenv("CACHE_CORE_PREFIX", unique_prefix)
+    reset_default_cache()
+    try:
+        cache = default_cache()
+        assert isinstance(cache, RedisCache) and cache.sentinel is not None
+        cache.mset({"a": b"1", "b": b"2"})  # MSET
+        cache.mset({"c": b"3", "d": b"4"}, ttl=60)  # the Lua script
+        cache.mset_with_ttls({"e": (b"5", 60)})
+        assert cache.mdelete(["a", "c"]) == 2
+        port = sentinel_setup.master_port()
+        replica = next(s for s in sentinel_setup.servers if s.port != port)
+        with replica.client() as c:  # every write was confirmed by the replica before returning
+            got = {k: c.get(cache.redis_key(k)) for k in "abcde"}
+        assert got == {"a": None, "b": b"2", "c": None, "d": b"4", "e": b"5"}
+        assert cache.sentinel.unconfirmed == 0
+    finally:
+        reset_default_cache()
 
 
 def test_unknown_service_and_a_redis_port_as_sentinel_are_refused(

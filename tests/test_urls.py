@@ -89,6 +89,13 @@ def test_bad_urls_are_refused_at_construction(url: str, message: str) -> None:
         RedisCache.from_url(url)
 
 
+def test_cluster_flag_conflicts_are_refused() -> None:
+    with pytest.raises(ValueError, match="redis\\+sentinel"):
+        RedisCache.from_url("redis+sentinel://s1/m", cluster=True)
+    with pytest.raises(ValueError, match="unix://"):
+        RedisCache.from_url("unix:///tmp/x.sock", cluster=True)
+
+
 def test_passwords_never_reach_error_messages() -> None:
     assert redacted("redis://user:s3cret@h:1/0") == "redis://user:***@h:1/0"
     with pytest.raises(ValueError) as info:
