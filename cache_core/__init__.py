@@ -21,12 +21,14 @@ from ._redis import RedisCache
 from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
 from ._singleflight import Singleflight, SingleflightInterrupted
 from ._typed import TypedCache, TypedCacheStats
+from ._validate import MAX_TTL
 from ._warmer import CacheWarmer, WarmReport
 from .errors import BackendError, CacheError, CacheMiss, CircuitOpenError, SerializationError
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "MAX_TTL",
     "BackendError",
     "BatchCache",
     "BloomFilter",

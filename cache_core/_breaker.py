@@ -1,6 +1,7 @@
 """CircuitBreaker: stop calling a backend that is down, and probe it again later.
 
-closed ──(failure_threshold consecutive outage errors)──▶ open ──(reset_timeout)──▶ half-open
+closed ──(failure_threshold consecutive outage errors,   ──▶ open ──(probe delay)──▶ half-open
+          or one timeout)
   ▲                                                        ▲                          │
   └───────────────(the probe call succeeds)────────────────┴──(the probe fails)───────┘
 
@@ -8,6 +9,12 @@ While open, a call costs one clock read and a raised ``CircuitOpenError``: no co
 no socket timeout (a paused Redis still accepts TCP connections, so without a breaker every
 call would wait the full timeout). In half-open exactly one caller probes; the others keep
 getting ``CircuitOpenError`` until it answers. State changes are logged once, not per call.
+
+A timeout opens the breaker at once (``timeout_threshold=1``): a paused server answers nothing,
+and every further call would wait its own full timeout, so a process pays one timeout, not one
+per request. The probe delay is ``reset_timeout`` times a random factor in [0.4, 0.9], drawn at
+each opening, so the processes of one deployment do not probe in lockstep and the caches are in
+use again within ``0.9 * reset_timeout`` (plus one request) of the backend's return.
 
 Only outage errors count: a Redis that answers with an error (WRONGTYPE, NOSCRIPT, ...) is up.
 Routing errors of a Redis Cluster (``MOVED``, ``ASK``, ``TRYAGAIN`` during a slot migration, and
@@ -18,6 +25,7 @@ answered, the slot is moving; they leave the breaker as it is (see ``is_routing`
 from __future__ import annotations
 
 import logging
+import random as _random
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import CircuitOpenError
 
-__all__ = ["CircuitBreaker", "is_outage", "is_routing"]
+__all__ = ["CircuitBreaker", "is_outage", "is_routing", "is_timeout"]
 
 log = logging.getLogger("cache_core")
 
@@ -62,6 +70,11 @@ def is_routing(exc: BaseException | None) -> bool:
     )
 
 
+def is_timeout(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a timeout: the backend accepted the request and answered nothing."""
+    return isinstance(exc, RedisTimeoutError | TimeoutError)
+
+
 def is_outage(exc: BaseException | None) -> bool:
     """Whether ``exc`` says the backend is unreachable or unhealthy (not a command error)."""
     return isinstance(exc, _OUTAGE_ERRORS) and not is_routing(exc)
@@ -70,17 +83,19 @@ def is_outage(exc: BaseException | None) -> bool:
 class CircuitBreaker:
     """Consecutive-failure circuit breaker with a single half-open probe.
 
-    Defaults suit a web request: open after 5 consecutive outage errors, probe again after 5 s.
-    One breaker guards one backend; it is thread-safe and cheap when closed (two attribute
-    reads per call).
+    Defaults suit a web request: open after 5 consecutive outage errors or 1 timeout, probe
+    again 0.4-0.9 s later (``reset_timeout`` 1 s, jittered per opening). One breaker guards one
+    backend; it is thread-safe and cheap when closed (two attribute reads per call).
     """
 
     def __init__(
         self,
         *,
         failure_threshold: int = 5,
-        reset_timeout: float = 5.0,
+        reset_timeout: float = 1.0,
+        timeout_threshold: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = _random.random,
         name: str = "redis",
     ) -> None:
         if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int):
@@ -93,12 +108,24 @@ class CircuitBreaker:
             raise TypeError(f"reset_timeout must be a number, not {type(reset_timeout).__name__}")
         if not 0 < reset_timeout < float("inf"):
             raise ValueError(f"reset_timeout must be a finite number > 0, got {reset_timeout!r}")
+        if isinstance(timeout_threshold, bool) or not isinstance(timeout_threshold, int):
+            raise TypeError(
+                f"timeout_threshold must be an int, not {type(timeout_threshold).__name__}"
+            )
+        if timeout_threshold < 1:
+            raise ValueError(f"timeout_threshold must be >= 1, got {timeout_threshold}")
         if not callable(clock):
             raise TypeError(f"clock must be callable, not {type(clock).__name__}")
+        if not callable(random):
+            raise TypeError(f"random must be callable, not {type(random).__name__}")
         self.failure_threshold = failure_threshold
         self.reset_timeout = float(reset_timeout)
+        self.timeout_threshold = timeout_threshold
         self.name = name
         self._clock = clock
+        self._random = random
+        self._timeouts = 0
+        self._probe_delay = self.reset_timeout
         self._lock = threading.Lock()
         self._state: State = CLOSED
         self._failures = 0
@@ -112,6 +139,11 @@ class CircuitBreaker:
     def state(self) -> State:
         return self._state
 
+    @property
+    def probe_delay(self) -> float:
+        """Seconds between the last opening and its probe (jittered per opening)."""
+        return self._probe_delay
+
     def __repr__(self) -> str:
         return (
             f"CircuitBreaker({self.name!r}, state={self._state}, failures={self._failures}, "
@@ -124,7 +156,7 @@ class CircuitBreaker:
             return
         with self._lock:
             if self._state is OPEN:
-                if self._clock() - self._opened_at < self.reset_timeout:
+                if self._clock() - self._opened_at < self._probe_delay:
                     self.rejected += 1
                     raise CircuitOpenError(self._open_message)
                 self._state = HALF_OPEN
@@ -146,6 +178,7 @@ class CircuitBreaker:
             return
         with self._lock:
             self._failures = 0
+            self._timeouts = 0
             self._probing = False
             if self._state is not CLOSED:
                 self._state = CLOSED
@@ -156,7 +189,9 @@ class CircuitBreaker:
         return CircuitBreaker(
             failure_threshold=self.failure_threshold,
             reset_timeout=self.reset_timeout,
+            timeout_threshold=self.timeout_threshold,
             clock=self._clock,
+            random=self._random,
             name=name,
         )
 
@@ -173,26 +208,33 @@ class CircuitBreaker:
             return
         with self._lock:
             self._failures += 1
+            if is_timeout(exc):
+                self._timeouts += 1
             self._probing = False
             if self._state is HALF_OPEN or (
-                self._state is CLOSED and self._failures >= self.failure_threshold
+                self._state is CLOSED
+                and (
+                    self._failures >= self.failure_threshold
+                    or self._timeouts >= self.timeout_threshold
+                )
             ):
                 self._state = OPEN
                 self._opened_at = self._clock()
+                self._probe_delay = self.reset_timeout * (0.4 + 0.5 * self._random())
                 self.opened_count += 1
                 # Built once per opening: rejected calls only raise it (the hot path).
                 self._open_message = (
                     f"circuit breaker {self.name!r} is open after {self._failures} consecutive "
-                    f"failures ({type(exc).__name__}); retrying after {self.reset_timeout:g}s"
+                    f"failures ({type(exc).__name__}); retrying after {self._probe_delay:.2g}s"
                 )
                 log.warning(
                     "cache_core: breaker %r open after %d consecutive failures (%s: %s); "
-                    "calls fail fast for %gs",
+                    "calls fail fast for %.2gs",
                     self.name,
                     self._failures,
                     type(exc).__name__,
                     exc,
-                    self.reset_timeout,
+                    self._probe_delay,
                 )
 
     def abandon(self) -> None:
@@ -206,4 +248,5 @@ class CircuitBreaker:
         with self._lock:
             self._state = CLOSED
             self._failures = 0
+            self._timeouts = 0
             self._probing = False

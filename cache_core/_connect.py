@@ -31,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import Sentinel
 
-from ._sentinel import SentinelGuard
+from ._sentinel import PinningSentinelPool, SentinelGuard
 from ._urls import Target
 
 __all__ = ["build_client", "check_server"]
@@ -69,7 +69,12 @@ def build_client(
     make_sentinel: Any = Sentinel
     sentinel = make_sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs)
     _check_sentinels(sentinel, target)
-    client = sentinel.master_for(target.service, redis_class=redis.Redis, **options)
+    client = sentinel.master_for(
+        target.service,
+        redis_class=redis.Redis,
+        connection_pool_class=PinningSentinelPool,
+        **options,
+    )
     guard = SentinelGuard(sentinel, target.service, client, ack_timeout=target.replica_ack_timeout)
     return client, guard
 

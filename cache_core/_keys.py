@@ -4,8 +4,9 @@ The key of a call is ``{namespace}:k1:{generation}:{arguments}`` where ``argumen
 bound arguments (``inspect.Signature.bind`` + ``apply_defaults``), one value per parameter in
 declaration order, joined by ``,``. The encoding is built only from the values themselves, never
 from ``hash()``, ``id()`` or ``repr()`` of arbitrary objects, so it is the same in every process
-and under every ``PYTHONHASHSEED``. Over ``LONG_KEY`` characters, ``arguments`` is replaced by
-``#`` + the 32 hex digits of ``hash128`` of its UTF-8 bytes. ``k1`` is the version of this
+and under every ``PYTHONHASHSEED``. Over ``LONG_KEY`` characters, or when it holds the reserved
+mark ``__cc``, ``arguments`` is replaced by ``#`` + the 32 hex digits of ``hash128`` of its UTF-8
+bytes. ``k1`` is the version of this
 encoding: a deliberate change bumps it so old entries are never read with new meanings.
 
 Grammar (each item is self-delimiting; ``<len>`` counts characters)::
@@ -27,16 +28,25 @@ Grammar (each item is self-delimiting; ``<len>`` counts characters)::
 
 ``<num>``: an integral value as decimal digits (``0x..`` hex past ``str(int)``'s digit limit);
 otherwise ``repr(float)`` when the value is exactly a float, else ``p/q`` in lowest terms;
-``inf``, ``-inf``, ``nan``. Dict items and set elements are sorted by their encoded text, so
-insertion order and hash order never matter; list and tuple order do.
+``inf``, ``-inf``, ``nan``. A Decimal whose normalized coefficient digits plus exponent size
+exceed ``DECIMAL_EXACT_LIMIT`` (4300) is written ``[-]<digits>E<exponent>`` (trailing zeros
+stripped) instead: its exact ratio could take unbounded work to build. Dict items and set
+elements are sorted by their encoded text, so insertion order and hash order never matter;
+list and tuple order do.
+
+Bounded work: every value is encoded in time linear in its size (huge ints are written in hex,
+huge Decimals as above), and containers nested more than ``MAX_DEPTH`` (100) levels raise
+``TypeError``.
 
 Equality (``typed=False``): two calls share an entry exactly when their bound arguments are
 equal under Python's ``==``, like ``functools.lru_cache`` (``1``, ``1.0``, ``True`` and
 ``Decimal(1)`` share; ``-0.0`` and ``0.0`` share; ``b"a"`` and ``bytearray(b"a")`` share; a
 namedtuple and the equal tuple share), with these documented exceptions: every NaN equals every
-other NaN (one entry, rather than a new entry per call); enum members are identified by class
-and name (``IntEnum`` members do not share with plain ints); ``OrderedDict`` compares like a
-``dict`` (order ignored); objects with ``__cache_key__`` are equal when that value is equal.
+other NaN (one entry, rather than a new entry per call); a Decimal past
+``DECIMAL_EXACT_LIMIT`` shares only with equal Decimals, not with an equal int or Fraction;
+enum members are identified by class and name (``IntEnum`` members do not share with plain
+ints); ``OrderedDict`` compares like a ``dict`` (order ignored); objects with ``__cache_key__``
+are equal when that value is equal.
 
 ``typed=True`` additionally separates types: numbers are tagged ``i`` int, ``b`` bool, ``f``
 float, ``d`` Decimal, ``q`` Fraction; ``Y`` bytearray; ``F<...>`` frozenset; a subclass of a
@@ -51,16 +61,20 @@ import decimal
 import enum
 import fractions
 import inspect
+import math
+import threading
 import uuid
 import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
 from ._hashing import hash128
+from ._validate import RESERVED_MARK
 
 __all__ = [
     "KEY_VERSION",
     "LONG_KEY",
+    "MAX_DEPTH",
     "KeyBuilder",
     "Unencodable",
     "hash128",
@@ -81,6 +95,37 @@ class Unencodable(TypeError):
     def __init__(self, value: object, reason: str = "") -> None:
         self.type_name = _type_name(type(value))
         super().__init__(reason or f"a value of type {self.type_name} cannot be encoded stably")
+
+
+#: Containers (and ``__cache_key__`` / dataclass values) nested deeper than this in one argument
+#: are a ``TypeError``: the work to key an argument stays bounded, and never a RecursionError.
+MAX_DEPTH: Final = 100
+
+
+class TooDeep(Unencodable):
+    """A value nested more than ``MAX_DEPTH`` levels (or one that contains itself)."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__(value, f"a value nested more than {MAX_DEPTH} levels deep")
+
+
+_nesting = threading.local()
+
+
+def _nested(fn: Encoder) -> Encoder:
+    """``fn`` with the per-thread nesting depth counted (one level per container)."""
+
+    def enter(value: Any) -> str:
+        depth = getattr(_nesting, "depth", 0)
+        if depth >= MAX_DEPTH:
+            raise TooDeep(value)
+        _nesting.depth = depth + 1
+        try:
+            return fn(value)
+        finally:
+            _nesting.depth = depth
+
+    return enter
 
 
 def _type_name(cls: type) -> str:
@@ -126,12 +171,36 @@ def _float_text(value: float) -> str:
 _INF: Final = float("inf")
 
 
+#: A Decimal whose normalized digits plus exponent size exceed this is keyed by its decimal
+#: text instead of its exact ratio: ``as_integer_ratio()`` of ``Decimal("1e20000000")`` would
+#: build a 20-million-digit int. Every float, and every int ``str()`` can print, stays below it.
+DECIMAL_EXACT_LIMIT: Final = 4300
+
+
 def _decimal_text(value: decimal.Decimal) -> str:
     if value.is_nan():
         return "nan"
     if value.is_infinite():
         return "-inf" if value.is_signed() else "inf"
-    return _ratio_text(*value.as_integer_ratio())
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite: nan and inf were handled above
+    if len(digits) + abs(exponent) <= DECIMAL_EXACT_LIMIT:
+        return _ratio_text(*value.as_integer_ratio())
+    # Normalize (strip trailing zeros) so equal Decimals written differently share one text.
+    coefficient = "".join(map(str, digits)).rstrip("0")
+    if not coefficient:
+        return "0"
+    exponent += len(digits) - len(coefficient)
+    if len(coefficient) + abs(exponent) > DECIMAL_EXACT_LIMIT:
+        return ("-" if sign else "") + coefficient + "E" + str(exponent)
+    p = int(coefficient)
+    if exponent >= 0:
+        p, q = p * 10**exponent, 1
+    else:
+        q = 10**-exponent
+        common = math.gcd(p, q)
+        p, q = p // common, q // common
+    return _ratio_text(-p if sign else p, q)
 
 
 def _fraction_text(value: fractions.Fraction) -> str:
@@ -281,17 +350,23 @@ def make_encoder(typed: bool) -> Encoder:
         items = sorted([(encode(k), encode(v)) for k, v in value.items()])
         return "{" + ",".join([k + ":" + v for k, v in items]) + "}"
 
-    table[tuple] = lambda v: "(" + seq(v) + ")"
-    table[list] = lambda v: "[" + seq(v) + "]"
-    table[dict] = mapping
-    table[set] = lambda v: "<" + sorted_set(v) + ">"
-    table[frozenset] = lambda v: set_tag + sorted_set(v) + ">"
+    table[tuple] = _nested(lambda v: "(" + seq(v) + ")")
+    table[list] = _nested(lambda v: "[" + seq(v) + "]")
+    table[dict] = _nested(mapping)
+    table[set] = _nested(lambda v: "<" + sorted_set(v) + ">")
+    table[frozenset] = _nested(lambda v: set_tag + sorted_set(v) + ">")
+    hooked = _nested(lambda v: encode(v.__cache_key__()))
+
+    @_nested
+    def fields(value: Any) -> str:
+        head, names = _dataclass_info(type(value))
+        return head + "(" + seq([getattr(value, name) for name in names]) + ")"
 
     def other(value: Any) -> str:
         cls = type(value)
         hook = getattr(cls, "__cache_key__", None)
         if hook is not None and callable(hook):
-            return _text("k", _type_name(cls)) + encode(value.__cache_key__())
+            return _text("k", _type_name(cls)) + hooked(value)
         if isinstance(value, enum.Enum):
             name = value._name_
             if name is None:  # a composite Flag without a name: by value
@@ -300,8 +375,7 @@ def make_encoder(typed: bool) -> Encoder:
         if isinstance(value, type):
             return _text("c", _type_name(value))
         if dataclasses.is_dataclass(value):
-            head, names = _dataclass_info(cls)
-            return head + "(" + seq([getattr(value, name) for name in names]) + ")"
+            return fields(value)
         for base in _BASES:
             if isinstance(value, base):
                 convert = _BASE_VALUE.get(base)
@@ -326,7 +400,7 @@ def value_text(value: object, *, typed: bool, what: str) -> str:
             f"{what} cannot be encoded stably: {exc}; return a str or a tuple of "
             "str, int, float, bytes, UUID, datetime..."
         ) from None
-    if len(text) > LONG_KEY:
+    if len(text) > LONG_KEY or RESERVED_MARK in text:
         return "#" + format(hash128(text), "032x")
     return text
 
@@ -399,7 +473,9 @@ class KeyBuilder:
             text = ",".join([get(type(v), other)(v) for v in values])
         except (Unencodable, RecursionError):
             raise self._explain(values) from None
-        if len(text) > LONG_KEY:
+        if len(text) > LONG_KEY or RESERVED_MARK in text:
+            # Long texts, and texts holding the reserved mark (an argument "__cc..." would
+            # give the key a reserved ":__cc" segment), are keyed by their hash.
             return "#" + format(hash128(text), "032x")
         return text
 
@@ -408,10 +484,10 @@ class KeyBuilder:
         for index, (name, value) in enumerate(zip(self._names, values, strict=True)):
             try:
                 self._encode(value)
-            except RecursionError:
+            except (RecursionError, TooDeep):
                 return TypeError(
-                    f"argument {name!r} is nested too deeply (or contains itself) to be "
-                    "encoded as a cache key; pass key=..."
+                    f"argument {name!r} is nested more than {MAX_DEPTH} levels deep (or "
+                    "contains itself) to be encoded as a cache key; pass key=..."
                 )
             except Unencodable as exc:
                 kind = _type_name(type(value))

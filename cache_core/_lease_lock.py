@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._fence import slot_tag
 from ._redis import RedisCache
 from .errors import BackendError
 
@@ -72,25 +73,6 @@ return 0
 _LOCK_MARK: Final = "__cc_lock__:"
 _DONE_MARK: Final = "__cc_done__:"
 _WAITERS_MARK: Final = "__cc_waiters__:"
-
-
-def slot_tag(redis_key: str) -> str:
-    """A hash tag that puts a companion key in ``redis_key``'s own Redis Cluster slot.
-
-    Redis hashes the first non-empty ``{...}`` of a key, else the whole key. When the slot
-    content cannot itself be written inside braces (it contains ``{`` or ``}``), a digest is
-    used: the companions still share one slot with each other, just not with the value.
-    """
-    start = redis_key.find("{")
-    if start != -1:
-        end = redis_key.find("}", start + 1)
-        if end > start + 1:
-            return redis_key[start + 1 : end]
-    if "{" in redis_key or "}" in redis_key:
-        import hashlib
-
-        return hashlib.blake2b(redis_key.encode(), digest_size=12).hexdigest()
-    return redis_key
 
 
 class LeaseLockFactory:

@@ -39,7 +39,7 @@ from ._default import default_cache
 from ._keys import KEY_VERSION, KeyBuilder, hash128, value_text
 from ._stats import Counter
 from ._typed import TypedCache
-from ._validate import MISSING, TTL, ttl_seconds
+from ._validate import MISSING, TTL, is_reserved, ttl_seconds
 from .errors import BackendError
 
 __all__ = ["CacheInfo", "Memoized", "memoize"]
@@ -101,6 +101,39 @@ def _name(func: object) -> str:
     return str(getattr(func, "__qualname__", None) or type(func).__name__)
 
 
+def _namespace(func: object, namespace: object) -> str:
+    """The key namespace: ``namespace`` checked, or ``module:qualname`` when it names one function.
+
+    A qualified name holding ``<locals>`` (a function built by a factory) or ``<lambda>`` is
+    shared by every function built the same way, whose results would then be shared too: such
+    functions must say what distinguishes them with ``namespace=``.
+    """
+    if namespace is None:
+        qualname = _name(func)
+        if "<locals>" in qualname or "<lambda>" in qualname:
+            raise TypeError(
+                f"memoize cannot key {qualname!r} by its qualified name: every function built "
+                "by the same factory (or every lambda in the module) has that name and would "
+                "share its results. Pass namespace=... naming what makes this one distinct "
+                "(e.g. namespace=f'orders:{table}')"
+            )
+        namespace = f"{getattr(func, '__module__', None)}:{qualname}"
+    elif not isinstance(namespace, str):
+        raise TypeError(f"namespace must be str, not {type(namespace).__name__}")
+    if not namespace:
+        raise ValueError("namespace must be a non-empty str, got ''")
+    try:
+        namespace.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"namespace must be encodable as UTF-8, got {namespace!r}") from None
+    if is_reserved(namespace):
+        raise ValueError(
+            f"namespace {namespace!r} lies in the library's reserved space (a ':'-segment "
+            "starting with '__cc'); choose another namespace"
+        )
+    return namespace
+
+
 def _looks_like_cache(obj: object) -> bool:
     return isinstance(obj, TypedCache) or all(
         callable(getattr(obj, m, None)) for m in ("get", "set", "delete")
@@ -130,16 +163,7 @@ class Memoized(Generic[P, R]):
         _check_function(func)
         if ttl is not None:
             ttl_seconds(ttl, None)
-        if namespace is None:
-            namespace = f"{getattr(func, '__module__', None)}:{_name(func)}"
-        elif not isinstance(namespace, str):
-            raise TypeError(f"namespace must be str, not {type(namespace).__name__}")
-        if not namespace:
-            raise ValueError("namespace must be a non-empty str, got ''")
-        try:
-            namespace.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"namespace must be encodable as UTF-8, got {namespace!r}") from None
+        namespace = _namespace(func, namespace)
         if key is not None and not callable(key):
             raise TypeError(f"key must be a callable or None, not {type(key).__name__}")
         if not isinstance(typed, bool):

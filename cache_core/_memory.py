@@ -11,6 +11,7 @@ from typing import Any
 
 from cachetools import TLRUCache
 
+from ._fence import FENCE_TTL, new_token
 from ._validate import (
     MISSING,
     TTL,
@@ -41,7 +42,7 @@ class MemoryCache:
     one lock for a few dict operations only; no user code ever runs under it.
     """
 
-    __slots__ = ("_data", "_default_ttl", "_lock", "_maxsize", "_timer")
+    __slots__ = ("_data", "_default_ttl", "_fences", "_lock", "_maxsize", "_timer")
 
     def __init__(
         self,
@@ -61,6 +62,8 @@ class MemoryCache:
         self._timer = timer
         self._data: TLRUCache[str, _Entry] = TLRUCache(maxsize, _time_to_use, timer)
         self._lock = threading.Lock()
+        # key -> (fence token, expiry on ``timer``); see _fence. Every write drops the key's.
+        self._fences: dict[str, tuple[str, float]] = {}
 
     @property
     def maxsize(self) -> int:
@@ -85,6 +88,9 @@ class MemoryCache:
             with self._lock:
                 return self._data[key][0]
         except KeyError:
+            # A key that ``set`` refuses (reserved, unencodable) can only miss: checking it
+            # here, not before the lookup, keeps the hit path free of the check.
+            check_key(key)
             if default is MISSING:
                 raise CacheMiss(key) from None
             return default
@@ -118,10 +124,66 @@ class MemoryCache:
         entry = (check_value(value), self._expiry(ttl))
         with self._lock:
             self._data[key] = entry
+            if self._fences:
+                self._fences.pop(key, None)
+
+    def fence(self, key: str) -> str:
+        """Take the fence token of ``key`` before loading it (see ``_fence``)."""
+        check_key(key)
+        with self._lock:
+            now = self._timer()
+            fences = self._fences
+            held = fences.get(key)
+            if held is not None and held[1] > now:
+                return held[0]
+            if len(fences) >= self._maxsize:
+                # Bounded: drop the expired ones, or all (their stores are refused: safe).
+                live = {k: v for k, v in fences.items() if v[1] > now}
+                fences.clear()
+                if len(live) < self._maxsize:
+                    fences.update(live)
+            token = new_token()
+            fences[key] = (token, now + FENCE_TTL)
+            return token
+
+    def fence_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """``fence`` for a batch."""
+        return {key: self.fence(key) for key in dict.fromkeys(check_keys(keys))}
+
+    def mset_fenced(
+        self, entries: Mapping[str, tuple[bytes, TTL | None]], tokens: Mapping[str, str]
+    ) -> frozenset[str]:
+        """Store loaded values, each only if its fence still holds its token; the keys stored."""
+        checked = check_entries(entries, self._default_ttl)
+        stored: list[str] = []
+        with self._lock:
+            now = self._timer()
+            for key, (value, seconds) in checked.items():
+                held = self._fences.get(key)
+                if held is None or held[0] != tokens.get(key) or held[1] <= now:
+                    continue
+                del self._fences[key]
+                self._data[key] = (value, math.inf if seconds is None else now + seconds)
+                stored.append(key)
+        return frozenset(stored)
+
+    def set_fenced(self, key: str, value: bytes, ttl: TTL | None, token: str) -> bool:
+        """Store a loaded value only if no write to ``key`` came after ``fence(key)``."""
+        check_key(key)
+        entry = (check_value(value), self._expiry(ttl))
+        with self._lock:
+            held = self._fences.get(key)
+            if held is None or held[0] != token or held[1] <= self._timer():
+                return False
+            del self._fences[key]
+            self._data[key] = entry
+            return True
 
     def delete(self, key: str) -> bool:
         check_key(key)
         with self._lock:
+            if self._fences:
+                self._fences.pop(key, None)
             # TLRUCache.pop returns the default for an expired entry (and drops it).
             return self._data.pop(key, None) is not None
 
@@ -136,6 +198,7 @@ class MemoryCache:
             self._data.expire()
             count = len(self._data)
             self._data.clear()
+            self._fences.clear()
         return count
 
     def mget(self, keys: Iterable[str]) -> dict[str, bytes]:
@@ -155,6 +218,7 @@ class MemoryCache:
         with self._lock:
             for key, value in checked.items():
                 self._data[key] = (value, expiry)
+            self._drop_fences(checked)
 
     def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
         """Store items that each carry their own TTL."""
@@ -163,6 +227,7 @@ class MemoryCache:
         with self._lock:
             for key, (value, seconds) in checked.items():
                 self._data[key] = (value, math.inf if seconds is None else now + seconds)
+            self._drop_fences(checked)
 
     def mdelete(self, keys: Iterable[str]) -> int:
         wanted = check_keys(keys)
@@ -171,7 +236,15 @@ class MemoryCache:
             for key in dict.fromkeys(wanted):
                 if self._data.pop(key, None) is not None:
                     removed += 1
+            self._drop_fences(wanted)
         return removed
+
+    def _drop_fences(self, keys: Iterable[str]) -> None:
+        """Every write drops the written keys' fences; call with the lock held."""
+        fences = self._fences
+        if fences:
+            for key in keys:
+                fences.pop(key, None)
 
     def scan_keys(self, match: str = "*") -> Iterator[str]:
         """Unexpired keys matching the glob ``match`` (a snapshot taken under the lock)."""

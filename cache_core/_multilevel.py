@@ -167,6 +167,7 @@ class MultiLevelCache:
         if value is not None:
             self._l1_hits.incr()
             return value
+        check_key(key)  # after the L1 lookup: a key set() refuses is never in L1
         hit = self._read_l2([key]).get(key)
         if hit is None:
             self._misses.incr()
@@ -225,6 +226,72 @@ class MultiLevelCache:
                 self._drop_l1(list(entries))
                 raise
             self._put_l1(started, entries)
+        finally:
+            self._end_reads(started, {})
+
+    # -- fences: the L2's, so a store of a loaded value loses to writes of any process --------
+
+    def fence(self, key: str) -> str | None:
+        """The L2's fence token for ``key`` (None when the L2 has no fences: store plainly)."""
+        check_key(key)
+        take = getattr(self._l2, "fence", None)
+        return None if take is None else take(key)
+
+    def set_fenced(self, key: str, value: bytes, ttl: TTL | None, token: str) -> bool:
+        """Store a loaded value in L2 only if no write came after ``fence``; then in L1.
+
+        A refused store leaves L1 without the key (a write won; the next read promotes what L2
+        holds). When L2 is unreachable the error is raised and L1 takes the value, as ``set``
+        does (bounded by ``l1_ttl``).
+        """
+        check_key(key)
+        value = check_value(value)
+        seconds = self._l2_seconds(ttl)
+        entries = {key: (value, seconds)}
+        started = self._begin_reads(entries)
+        try:
+            try:
+                stored = bool(self._l2.set_fenced(key, value, seconds, token))
+            except BackendError:
+                self._put_l1(started, entries)
+                raise
+            except BaseException:
+                self._drop_l1([key])
+                raise
+            if stored:
+                self._put_l1(started, entries)
+            else:
+                self._drop_l1([key])
+            return stored
+        finally:
+            self._end_reads(started, {})
+
+    def fence_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """The L2's fence tokens for a batch (all None when the L2 has no fences)."""
+        wanted = check_keys(keys)
+        take = getattr(self._l2, "fence_many", None)
+        return dict.fromkeys(wanted) if take is None else dict(take(wanted))
+
+    def mset_fenced(
+        self, entries: Mapping[str, tuple[bytes, TTL | None]], tokens: Mapping[str, str]
+    ) -> frozenset[str]:
+        """Store loaded values in L2 where their fences hold, then those in L1."""
+        checked = check_entries(entries, self.default_ttl)
+        started = self._begin_reads(checked)
+        try:
+            try:
+                stored = frozenset(self._l2.mset_fenced(checked, tokens))
+            except BackendError:
+                self._put_l1(started, checked)
+                raise
+            except BaseException:
+                self._drop_l1(list(checked))
+                raise
+            self._put_l1(started, {k: v for k, v in checked.items() if k in stored})
+            refused = [k for k in checked if k not in stored]
+            if refused:
+                self._drop_l1(refused)
+            return stored
         finally:
             self._end_reads(started, {})
 

@@ -40,8 +40,9 @@ _BLOOM_METHODS: Final = ("__contains__", "add", "update", "contains_many")
 class _Absent(NoValue):
     """Raised inside the TypedCache singleflight when the loader found nothing.
 
-    The tombstone is written before it is raised, so it is stored before the flight's waiters
-    are released; each waiter receives (a copy of) this exception and answers None.
+    It carries the tombstone as its ``entry``: the read-through stores it (fenced) before the
+    flight's waiters are released; each waiter receives (a copy of) this exception and answers
+    None.
     """
 
 
@@ -216,11 +217,11 @@ class ProtectedCache(Generic[T]):
             if value is not None:
                 return value
             self._negative_stores.incr()
-            try:
-                self._typed.cache.set(key, self._tombstone, self._null_ttl)
-            except BackendError as exc:
-                log.debug("cache_core: tombstone for %r not stored: %s", key, exc)
-            raise _Absent(key)
+            # The read-through stores the tombstone through the key's fence (a write that
+            # came after this load began wins over it) before releasing the waiters.
+            absent = _Absent(key)
+            absent.entry = (self._tombstone, self._null_ttl)
+            raise absent
 
         return load
 

@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ._validate import TTL
 
-__all__ = ["BatchCache", "Cache"]
+__all__ = ["BatchCache", "Cache", "FencedCache"]
 
 
 @runtime_checkable
@@ -49,4 +49,21 @@ class BatchCache(Protocol):
 
     def mdelete(self, keys: Iterable[str]) -> int:
         """Remove ``keys``; return how many entries were removed."""
+        ...
+
+
+@runtime_checkable
+class FencedCache(Protocol):
+    """A byte cache whose stores of loaded values lose to writes (see ``_fence``).
+
+    A read-through takes ``fence(key)`` before running its loader and stores the result with
+    ``set_fenced``; any write to the key in between (by any process) makes that store a no-op.
+    """
+
+    def fence(self, key: str) -> str | None:
+        """The key's fence token; None when the key cannot be fenced (store it with ``set``)."""
+        ...
+
+    def set_fenced(self, key: str, value: bytes, ttl: TTL | None, token: str) -> bool:
+        """Store ``value`` only if ``token`` is still the key's fence; True if stored."""
         ...

@@ -18,17 +18,32 @@ from redis.retry import Retry
 
 from ._breaker import CircuitBreaker, is_outage, is_routing
 from ._connect import build_client
+from ._fence import (
+    DELETE_FENCED,
+    FENCE_MARK,
+    FENCE_TTL_MS,
+    SET_FENCED,
+    SET_IF_FENCE,
+    SET_MANY_FENCED,
+    SET_MANY_IF_FENCE,
+    TAKE_FENCE,
+    fence_key,
+    fence_shares_slot,
+    new_token,
+)
 from ._node_breaker import ClusterRouter, NodeBreakers, Router, failed_node
 from ._sentinel import SentinelGuard
 from ._urls import parse_url
 from ._validate import (
     MISSING,
+    RESERVED_MARK,
     TTL,
     check_entries,
     check_items,
     check_key,
     check_keys,
     check_value,
+    is_reserved,
     ttl_ms,
     ttl_seconds,
 )
@@ -55,21 +70,6 @@ _ROUTING_PAUSE: Final = 0.05
 _SCAN_COUNT: Final = 1000
 _MAX_PENDING_DELETES: Final = 100_000
 _SET_MANY_CHUNK: Final = 1000
-#: Keys under a cache's prefix that start with this belong to the library (lease locks, shared
-#: bloom filters): ``clear()`` and ``scan_keys()`` leave them alone. Do not start keys with it.
-RESERVED_MARK: Final = "__cc"
-# KEYS[i] gets ARGV[2i-1], expiring after ARGV[2i] ms (0: no expiry).
-_SET_MANY: Final = """
-for i = 1, #KEYS do
-    local px = tonumber(ARGV[2 * i])
-    if px > 0 then
-        redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', px)
-    else
-        redis.call('SET', KEYS[i], ARGV[2 * i - 1])
-    end
-end
-return #KEYS
-"""
 _R = TypeVar("_R")
 log = logging.getLogger("cache_core")
 _DEFAULT_BREAKER: Final[Any] = object()
@@ -94,7 +94,7 @@ def _seconds_left(pttl: int) -> float | None:
 
 
 #: Ops whose command writes cache data: behind Sentinel they wait for the replicas.
-_WRITE_OPS: Final = frozenset({"SET", "UNLINK", "MSET"})
+_WRITE_OPS: Final = frozenset({"SET", "UNLINK", "MSET", "FENCE"})
 
 
 def _route_keys(fn: Any, args: tuple[Any, ...]) -> list[Any] | None:
@@ -150,6 +150,15 @@ class RedisCache:
             )
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
+        if is_reserved(prefix):
+            raise ValueError(
+                f"prefix {prefix!r} lies in the library's reserved space (a ':'-segment "
+                f"starting with {RESERVED_MARK!r}); choose another prefix"
+            )
+        try:
+            prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"prefix must be encodable as UTF-8, got {prefix!r}") from None
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise TypeError(
                 f"breaker must be a CircuitBreaker or None, not {type(breaker).__name__}"
@@ -169,10 +178,15 @@ class RedisCache:
         # key -> sequence number of the failed delete, so a write only cancels older deletes
         self._pending_deletes: dict[str, int] = {}
         self._pending_seq = 0
-        self._reserved = (self._kp + RESERVED_MARK).encode()
+        self._kp_len = len(self._kp.encode("utf-8"))
         self._pending_lock = threading.Lock()
         self._replay_lock = threading.Lock()
-        self._set_many_script = client.register_script(_SET_MANY)
+        self._take_fence = client.register_script(TAKE_FENCE)
+        self._set_if_fence = client.register_script(SET_IF_FENCE)
+        self._set_fenced = client.register_script(SET_FENCED)
+        self._delete_fenced = client.register_script(DELETE_FENCED)
+        self._set_many_fenced = client.register_script(SET_MANY_FENCED)
+        self._set_many_if_fence = client.register_script(SET_MANY_IF_FENCE)
         # Cluster (and Sentinel): one breaker per node, spawned from ``breaker``; see
         # _node_breaker. A plain server keeps the one breaker.
         self._router: Router | None = None
@@ -292,16 +306,10 @@ class RedisCache:
         return f"RedisCache({kind}, prefix={self._prefix!r}, default_ttl={self._default_ttl})"
 
     def _redis_keys(self, keys: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Validate a batch of keys and prefix them; the concatenation doubles as the type check."""
+        """Validate a batch of keys and prefix them."""
         kp = self._kp
-        if not kp or type(keys) is not list or "" in keys:
-            wanted = check_keys(keys)
-            return wanted, [kp + k for k in wanted] if kp else wanted
-        try:
-            return keys, [kp + k for k in keys]
-        except TypeError:
-            check_keys(keys)  # raises with a message naming the bad key
-            raise
+        wanted = check_keys(keys)
+        return wanted, [kp + k for k in wanted] if kp else wanted
 
     def _px(self, ttl: TTL | None) -> int | None:
         seconds = ttl_seconds(ttl, self._default_ttl)
@@ -489,23 +497,23 @@ class RedisCache:
                 return
             guard = self._guard
             try:
-                for start in range(0, len(batch), _SCAN_COUNT):  # pages, like clear()
-                    page = [self._kp + k for k in batch[start : start + _SCAN_COUNT]]
-                    if guard is not None:
-                        guard.write(self._client.unlink, tuple(page), {})
-                    else:
-                        self._client.unlink(*page)
+                if guard is not None:  # behind Sentinel: confirmed by the replicas too
+                    guard.write(self._unlink_fenced, (batch,), {})
+                else:
+                    self._unlink_fenced(batch)  # pages, like clear(); fences dropped too
             except REDIS_ERRORS as exc:
                 log.debug("cache_core: replaying %d deletes failed: %s", len(batch), exc)
                 raise
             self._forget_deletes(batch, upto)
-            log.info("cache_core: replayed %d deletes that failed during an outage", len(batch))
+            log.info(
+                "cache_core: replayed %d invalidations (failed writes and deletes) from an outage",
+                len(batch),
+            )
 
     # -- Cache -------------------------------------------------------------------------------
 
     def get(self, key: str, default: Any = MISSING) -> Any:
-        if type(key) is not str or not key:
-            check_key(key)
+        check_key(key)
         if self._pending_deletes and key in self._pending_deletes:
             value = None  # deleted while Redis was unreachable: never serve the old value
         else:
@@ -558,13 +566,128 @@ class RedisCache:
         return found
 
     def set(self, key: str, value: bytes, ttl: TTL | None = None) -> None:
+        """SET the value and drop the key's fence, atomically (a Lua script).
+
+        Dropping the fence refuses every store of a value loaded before this write (see
+        ``_fence``). If Redis is unreachable the error is raised and the write is remembered
+        as an invalidation of the key, replayed before any other command when Redis answers.
+        """
         data = check_value(value)
         px = self._px(ttl)
         rkey = self._kp + check_key(key)
         upto = self._pending_seq
-        self.run("SET", self._client.set, rkey, data, px=px)
+        try:
+            if self._fenceable(rkey):
+                self.run("SET", self._set_fenced, [fence_key(self._kp, key), rkey], [data, px or 0])
+            else:
+                self.run("SET", self._client.set, rkey, data, px=px)
+        except BackendError as exc:
+            self._on_failed_write(exc, [key])
+            raise
         if self._pending_deletes:
             self._forget_deletes([key], upto)
+
+    def _fenceable(self, rkey: str) -> bool:
+        # On a cluster the fence must share the value's slot (one script touches both).
+        return not self._cluster or fence_shares_slot(rkey)
+
+    def _on_failed_write(self, exc: BackendError, keys: Iterable[str]) -> None:
+        """A write that may not have reached Redis becomes a remembered invalidation."""
+        if is_outage(exc.__cause__) or isinstance(exc, CircuitOpenError):
+            self._remember_deletes(keys)
+
+    # -- fences: stores of loaded values that lose to writes (see _fence) ----------------------
+
+    def fence(self, key: str) -> str | None:
+        """Take the fence token of ``key`` before loading it (one round trip).
+
+        None when the key cannot be fenced (on a cluster, a key whose braces are not a hash
+        tag): store it with ``set``. Raises ``BackendError`` when Redis cannot be asked.
+        """
+        rkey = self._kp + check_key(key)
+        if not self._fenceable(rkey):
+            return None
+        token = self.run(
+            "FENCE", self._take_fence, [fence_key(self._kp, key)], [new_token(), FENCE_TTL_MS]
+        )
+        return token.decode() if isinstance(token, bytes) else str(token)
+
+    def set_fenced(self, key: str, value: bytes, ttl: TTL | None, token: str) -> bool:
+        """Store a loaded value only if no write to ``key`` came after ``fence(key)``.
+
+        Returns whether it was stored. Checked by Redis when the command executes, so a store
+        that arrives late (a slow connection, a paused server) is refused just the same.
+        """
+        data = check_value(value)
+        px = self._px(ttl)
+        rkey = self._kp + check_key(key)
+        if not isinstance(token, str):
+            raise TypeError(f"token must be str, not {type(token).__name__}")
+        stored = self.run(
+            "SET", self._set_if_fence, [fence_key(self._kp, key), rkey], [token, data, px or 0]
+        )
+        return bool(stored)
+
+    def fence_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """``fence`` for a batch (one pipelined round trip): key -> token, or None (unfenceable)."""
+        wanted = list(dict.fromkeys(check_keys(keys)))
+        kp = self._kp
+        fenced = [k for k in wanted if self._fenceable(kp + k)]
+
+        def take() -> list[Any]:
+            # SET NX then GET, per key, in order on the key's node: a new token or the shared one.
+            pipe = self._client.pipeline(transaction=False)
+            for key in fenced:
+                fence = fence_key(kp, key)
+                pipe.set(fence, new_token(), nx=True, px=FENCE_TTL_MS)
+                pipe.get(fence)
+            return pipe.execute()
+
+        route = [fence_key(kp, k) for k in fenced]
+        replies = self.run_routed("FENCE", route, take) if fenced else []
+        tokens: dict[str, str | None] = dict.fromkeys(wanted)
+        for i, key in enumerate(fenced):
+            token = replies[2 * i + 1]
+            tokens[key] = token.decode() if isinstance(token, bytes) else None
+        return tokens
+
+    def mset_fenced(
+        self, entries: Mapping[str, tuple[bytes, TTL | None]], tokens: Mapping[str, str]
+    ) -> frozenset[str]:
+        """Store loaded values, each only if its fence still holds its token; the keys stored.
+
+        A key without a token in ``tokens`` is not stored. One script per chunk on a single
+        server; on a cluster a pipeline of one EVAL per key (redis-py splits it per node).
+        """
+        checked = check_entries(entries, self._default_ttl)
+        kp = self._kp
+        rows = [
+            (key, value, 0 if seconds is None else ttl_ms(seconds), tokens[key])
+            for key, (value, seconds) in checked.items()
+            if isinstance(tokens.get(key), str)
+        ]
+        if not rows:
+            return frozenset()
+
+        def store() -> set[str]:
+            stored: set[str] = set()
+            if self._cluster:
+                pipe = self._client.pipeline(transaction=False)
+                for key, value, px, token in rows:
+                    fence = fence_key(kp, key)
+                    pipe.execute_command("EVAL", SET_IF_FENCE, 2, fence, kp + key, token, value, px)
+                replies = pipe.execute()
+                return {row[0] for row, ok in zip(rows, replies, strict=True) if ok}
+            for start in range(0, len(rows), _SET_MANY_CHUNK):
+                chunk = rows[start : start + _SET_MANY_CHUNK]
+                keys = [kp + r[0] for r in chunk] + [fence_key(kp, r[0]) for r in chunk]
+                args: list[Any] = []
+                for _, value, px, token in chunk:
+                    args += [token, value, px]
+                stored.update(chunk[int(i) - 1][0] for i in self._set_many_if_fence(keys, args))
+            return stored
+
+        return frozenset(self.run_routed("SET", [kp + r[0] for r in rows], store))
 
     def delete(self, key: str) -> bool:
         """UNLINK the key. If Redis is unreachable the delete is remembered and replayed.
@@ -576,10 +699,12 @@ class RedisCache:
         """
         rkey = self._kp + check_key(key)
         try:
+            if self._fenceable(rkey):
+                fence = fence_key(self._kp, key)
+                return bool(self.run("UNLINK", self._delete_fenced, [rkey, fence]))
             return bool(self.run("UNLINK", self._client.unlink, rkey))
         except BackendError as exc:
-            if is_outage(exc.__cause__) or isinstance(exc, CircuitOpenError):
-                self._remember_deletes([key])
+            self._on_failed_write(exc, [key])
             raise
 
     def exists(self, key: str) -> bool:
@@ -594,6 +719,8 @@ class RedisCache:
         Never KEYS (blocks the server) nor FLUSHDB/FLUSHALL (not ours to flush). Glob characters
         in the prefix are escaped, so ``a*`` never matches a neighbour's ``ab:`` keys. An empty
         prefix would mean the whole database: refused unless ``allow_clear_all=True``.
+        Prefixes nest like folders: the entries of a cache prefixed ``app:sessions`` are removed
+        by ``clear()`` of ``app`` too, but a library key (a ``__cc`` segment) of any cache never.
         """
         if not self._kp and not self._allow_clear_all:
             raise ValueError(
@@ -602,19 +729,43 @@ class RedisCache:
             )
         match = escape_glob(self._kp) + "*" if self._kp else None
 
-        reserved = self._reserved
+        library = self._library_key
+        cut = self._kp_len
+        fence = FENCE_MARK.encode()
+        nested_fence = b":" + fence
 
         def scan_and_unlink() -> int:
             removed = 0
             for page in self._scan_pages(match):
-                # The library's own keys under the prefix (lease locks, shared bloom filters)
-                # are not cache entries: they expire by themselves or belong to the guard.
-                ours = [k for k in page if not k.startswith(reserved)]
-                if ours:
-                    removed += int(self._client.unlink(*ours))
+                # The library's own keys under the prefix, of this cache or of a cache whose
+                # prefix nests under it (lease locks, shared bloom filters, snapshots), are not
+                # cache entries: they expire by themselves or belong to a guard. Fences go with
+                # the entries (uncounted): a clear is a write, and refuses the stores of loads
+                # in flight.
+                entries: list[bytes] = []
+                fences: list[bytes] = []
+                for raw in page:
+                    if not library(raw):
+                        entries.append(raw)
+                    elif raw[cut:].startswith(fence) or nested_fence in raw[cut:]:
+                        fences.append(raw)
+                if fences:
+                    self._client.unlink(*fences)
+                if entries:
+                    removed += int(self._client.unlink(*entries))
             return removed
 
         return self.run("SCAN/UNLINK", scan_and_unlink)
+
+    def _library_key(self, raw: bytes) -> bool:
+        """Whether a Redis key found under the prefix is a library key of some cache.
+
+        User keys never enter the reserved space (``check_key``), so a ``__cc`` segment after
+        this cache's prefix marks a key of the library: this cache's own, or one of a cache
+        whose prefix extends this one (``app`` sees ``app:sessions:__ccbf__:...``).
+        """
+        rest = raw[self._kp_len :]
+        return rest.startswith(b"__cc") or b":__cc" in rest
 
     def _scan_pages(self, match: str | None) -> Iterator[list[Any]]:
         if not self._cluster:
@@ -645,14 +796,14 @@ class RedisCache:
             raise TypeError(f"match must be str, not {type(match).__name__}")
         pattern = escape_glob(self._kp) + match
         cut = len(self._kp)
-        reserved = self._reserved
+        library = self._library_key
         breaker = self._breaker
         if breaker is not None:
             breaker.allow()
         try:
             for page in self._scan_pages(pattern):
                 for raw in page:
-                    if raw.startswith(reserved):
+                    if library(raw):
                         continue  # the library's own keys: never reported as cache keys
                     yield raw.decode("utf-8", "surrogateescape")[cut:]
         except REDIS_ERRORS as exc:
@@ -687,21 +838,13 @@ class RedisCache:
         return found
 
     def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
-        """MSET without a TTL; with one, ``SET PX`` per key in one round trip (``_set_many``)."""
+        """``SET [PX]`` per key and drop its fence, in one round trip (``_set_many``)."""
         px = self._px(ttl)
         checked = check_items(items)
         if not checked:
             return
-        kp = self._kp
         upto = self._pending_seq
-        if px is None:
-            mapping = {kp + k: v for k, v in checked.items()}
-            if self._cluster:
-                self.run("MSET", self._client.mset_nonatomic, mapping)  # type: ignore[union-attr]
-            else:
-                self.run("MSET", self._client.mset, mapping)
-        else:
-            self._set_many([(kp + k, v, px) for k, v in checked.items()])
+        self._set_many([(k, v, px) for k, v in checked.items()])
         if self._pending_deletes:
             self._forget_deletes(checked, upto)
 
@@ -710,11 +853,10 @@ class RedisCache:
         checked = check_entries(entries, self._default_ttl)
         if not checked:
             return
-        kp = self._kp
         upto = self._pending_seq
         self._set_many(
             [
-                (kp + key, value, None if seconds is None else ttl_ms(seconds))
+                (key, value, None if seconds is None else ttl_ms(seconds))
                 for key, (value, seconds) in checked.items()
             ]
         )
@@ -722,41 +864,79 @@ class RedisCache:
             self._forget_deletes(checked, upto)
 
     def _set_many(self, rows: list[tuple[str, bytes, int | None]]) -> None:
-        """SET each (redis key, value, px or None) in one round trip per chunk.
+        """SET each (key, value, px or None) and drop its fence, in one round trip per chunk.
 
-        On one server: a Lua script per chunk of up to 1000 keys, so redis-py packs and parses
-        one command instead of one per key (the warming path). On a cluster the keys span
-        slots: a non-transactional pipeline, which redis-py splits per node.
+        On one server: a Lua script per chunk of up to 1000 keys (drop fence, then SET, per
+        key), so redis-py packs and parses one command instead of one per key (the warming
+        path). On a cluster the keys span slots: a non-transactional pipeline, which redis-py
+        splits per node keeping each node's commands in order; a key's fence shares its slot,
+        so DEL fence reaches Redis before the SET, and no store slips between them unchecked.
+        A failed batch is remembered as invalidations of its keys.
         """
-        if self._cluster:
+        kp = self._kp
+        try:
+            if self._cluster:
 
-            def pipelined() -> None:
-                pipe = self._client.pipeline(transaction=False)
-                for rkey, value, px in rows:
-                    pipe.set(rkey, value, px=px)
-                pipe.execute()
+                def pipelined() -> None:
+                    pipe = self._client.pipeline(transaction=False)
+                    for key, value, px in rows:
+                        rkey = kp + key
+                        if fence_shares_slot(rkey):
+                            pipe.delete(fence_key(kp, key))
+                        pipe.set(rkey, value, px=px)
+                    pipe.execute()
 
-            self.run_routed("MSET", [r[0] for r in rows], pipelined)
-            return
-        for start in range(0, len(rows), _SET_MANY_CHUNK):
-            chunk = rows[start : start + _SET_MANY_CHUNK]
-            args: list[Any] = []
-            for _, value, px in chunk:
-                args.append(value)
-                args.append(px or 0)
-            self.run("MSET", self._set_many_script, [r[0] for r in chunk], args)
+                self.run_routed("MSET", [kp + r[0] for r in rows], pipelined)
+                return
+            for start in range(0, len(rows), _SET_MANY_CHUNK):
+                chunk = rows[start : start + _SET_MANY_CHUNK]
+                args: list[Any] = []
+                for _, value, px in chunk:
+                    args.append(value)
+                    args.append(px or 0)
+                keys = [kp + r[0] for r in chunk] + [fence_key(kp, r[0]) for r in chunk]
+                self.run("MSET", self._set_many_fenced, keys, args)
+        except BackendError as exc:
+            self._on_failed_write(exc, [r[0] for r in rows])
+            raise
 
     def mdelete(self, keys: Iterable[str]) -> int:
         """UNLINK (split per slot on a cluster); returns how many keys existed.
 
         Like ``delete``, a batch that cannot reach Redis is remembered and replayed.
         """
-        wanted, rkeys = self._redis_keys(keys)
-        if not rkeys:
+        wanted = list(dict.fromkeys(check_keys(keys)))
+        if not wanted:
             return 0
         try:
-            return int(self.run("UNLINK", self._client.unlink, *dict.fromkeys(rkeys)))
+            route = [self._kp + k for k in wanted]
+            return self.run_routed("UNLINK", route, self._unlink_fenced, wanted)
         except BackendError as exc:
-            if is_outage(exc.__cause__) or isinstance(exc, CircuitOpenError):
-                self._remember_deletes(wanted)
+            self._on_failed_write(exc, wanted)
             raise
+
+    def _unlink_fenced(self, keys: list[str]) -> int:
+        """UNLINK values and DEL their fences (fence first on a cluster); count the values.
+
+        One script per chunk on a single server; on a cluster a pipeline split per node, each
+        fence ordered before its value (same slot, so same node and same connection).
+        """
+        kp = self._kp
+        if not self._cluster:
+            removed = 0
+            for start in range(0, len(keys), _SCAN_COUNT):
+                chunk = keys[start : start + _SCAN_COUNT]
+                script_keys = [kp + k for k in chunk] + [fence_key(kp, k) for k in chunk]
+                removed += int(self._delete_fenced(script_keys))
+            return removed
+        pipe = self._client.pipeline(transaction=False)
+        counted: list[bool] = []
+        for key in keys:
+            rkey = kp + key
+            if fence_shares_slot(rkey):
+                pipe.delete(fence_key(kp, key))
+                counted.append(False)
+            pipe.unlink(rkey)
+            counted.append(True)
+        replies = pipe.execute()
+        return sum(int(r) for r, value in zip(replies, counted, strict=True) if value)

@@ -26,15 +26,15 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Final
 
 import redis
-from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
-__all__ = ["ReplicaAckError", "SentinelGuard"]
+__all__ = ["PinningSentinelPool", "ReplicaAckError", "SentinelGuard"]
 
 log = logging.getLogger("cache_core")
 
@@ -44,6 +44,44 @@ _ROLE_INTERVAL: Final = 1.0
 
 class ReplicaAckError(RedisConnectionError):
     """Fewer replicas confirmed a write than the primary had: it may be undone by a failover."""
+
+
+class PinningSentinelPool(SentinelConnectionPool):
+    """Sentinel's pool that can pin one connection to the calling thread for a while.
+
+    Inside ``with pool.pinned():`` every command of this thread (scripts and pipelines too)
+    uses the same connection, so a ``WAIT`` sent on it afterwards confirms all of them. Other
+    threads are not affected.
+    """
+
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        self._pins = threading.local()
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        pinned = getattr(self._pins, "conn", None)
+        if pinned is not None:
+            return pinned
+        return super().get_connection(*args, **kwargs)
+
+    def release(self, connection: Any) -> None:
+        if connection is getattr(self._pins, "conn", None):
+            return  # given back when the pin ends
+        super().release(connection)
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[Any]:
+        """Pin a connection to this thread for the ``with`` block (re-entrant: reuses it)."""
+        if getattr(self._pins, "conn", None) is not None:
+            yield self._pins.conn
+            return
+        conn = super().get_connection()
+        self._pins.conn = conn
+        try:
+            yield conn
+        finally:
+            self._pins.conn = None
+            super().release(conn)
 
 
 def _text(value: Any) -> str:
@@ -183,38 +221,40 @@ class SentinelGuard:
     # -- confirmed writes --------------------------------------------------------------------
 
     def write(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run the write ``fn`` (a client method or a Script) with ``WAIT`` on one connection."""
-        pipe: Any = self.client.pipeline(transaction=False)
-        if isinstance(fn, Script):
-            script: Any = fn
-            script(*args, client=pipe, **kwargs)
-        elif getattr(fn, "__self__", None) is self.client:
-            getattr(pipe, fn.__name__)(*args, **kwargs)
-        else:
-            return fn(*args, **kwargs)  # not a single client call: nothing to pipeline with
+        """Run the write ``fn``, then ``WAIT`` for the replicas on the connection it used.
+
+        ``fn`` may send any number of commands (a script, a pipeline): the pool hands this
+        thread one pinned connection for the whole call (``PinningSentinelPool``), so the
+        ``WAIT`` after it covers every write it made.
+        """
+        pool = self.client.connection_pool
+        if not isinstance(pool, PinningSentinelPool):
+            return fn(*args, **kwargs)
         with self._lock:
             master, need = self._master, self._required
-        if need:
-            pipe.execute_command("WAIT", need, self.ack_ms)
-        conn = pipe.connection = self.client.connection_pool.get_connection()
-        replies = pipe.execute()  # releases conn
-        where = f"{conn.host}:{conn.port}"
-        if where != master:
-            # The pool reached a server Sentinel no longer (or not yet) names: its replica
-            # count is not ``need``, so nothing confirms this write.
-            self.unconfirmed += 1
-            raise ReplicaAckError(
-                f"the write went to {where} while Sentinel names {master} as the primary"
-            )
-        if need and int(replies[-1]) < need:
-            self._recount()
-            if int(replies[-1]) < self._required:
+        with pool.pinned() as conn:
+            result = fn(*args, **kwargs)
+            where = f"{conn.host}:{conn.port}"
+            if where != master:
+                # The pool reached a server Sentinel no longer (or not yet) names: its
+                # replica count is not ``need``, so nothing confirms this write.
                 self.unconfirmed += 1
                 raise ReplicaAckError(
-                    f"{int(replies[-1])} of {need} replicas confirmed the write on {self._master} "
-                    f"within {self.ack_ms} ms; a failover may be under way"
+                    f"the write went to {where} while Sentinel names {master} as the primary"
                 )
-        return replies[0]
+            if not need:
+                return result
+            conn.send_command("WAIT", need, self.ack_ms)
+            acked = int(conn.read_response())
+            if acked < need:
+                self._recount()
+                if acked < self._required:
+                    self.unconfirmed += 1
+                    raise ReplicaAckError(
+                        f"{acked} of {need} replicas confirmed the write on {master} within "
+                        f"{self.ack_ms} ms; a failover may be under way"
+                    )
+        return result
 
     # -- the watcher -------------------------------------------------------------------------
 

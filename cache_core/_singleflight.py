@@ -5,7 +5,6 @@ Semantics follow Go's ``golang.org/x/sync/singleflight.Group.Do``.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -40,21 +39,36 @@ class _Call:
 
 
 def _copy_for_waiter(exc: Exception) -> Exception:
-    """A shallow copy of ``exc`` to raise in a waiter's thread, or ``exc`` if it cannot be copied.
+    """A copy of ``exc`` to raise in a waiter's thread, or ``exc`` itself if it cannot be copied.
 
     Raising one exception object in many threads makes them all extend and read the same
-    ``__traceback__``; a copy per waiter keeps each traceback to its own thread. The copy keeps
-    the type, args and attributes, so ``except ValueError`` and ``exc.errno`` work as usual.
+    ``__traceback__``; a copy per waiter keeps each traceback to its own thread. The copy is
+    made without calling ``__init__`` again (``copy.copy`` would: a custom ``__init__`` that
+    formats its argument then formats the message twice, and its side effects run per waiter):
+    ``__new__`` with the same ``args``, then the instance ``__dict__`` and every ``__slots__``
+    attribute, shallow. When that does not give the same type, ``args`` and ``str()``, the
+    leader's object itself is raised (as ``concurrent.futures`` does for every waiter).
     """
+    cls = type(exc)
     try:
-        dup = copy.copy(exc)
+        dup = cls.__new__(cls, *exc.args)
+        dup.args = exc.args
+        state = getattr(exc, "__dict__", None)
+        if state:
+            dup.__dict__.update(state)
+        for klass in cls.__mro__:
+            slots = klass.__dict__.get("__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
+                if name in ("__dict__", "__weakref__") or not hasattr(exc, name):
+                    continue
+                setattr(dup, name, getattr(exc, name))
+        if type(dup) is not cls or dup.args != exc.args or str(dup) != str(exc):
+            return exc
     except Exception:
         return exc
-    if type(dup) is not type(exc):
-        return exc
-    notes = getattr(dup, "__notes__", None)
+    notes = getattr(exc, "__notes__", None)
     if isinstance(notes, list):
-        dup.__notes__ = list(notes)  # copy.copy shares the list; keep add_note() per thread
+        dup.__notes__ = list(notes)  # one list per thread, so add_note() stays per thread
     return dup
 
 
@@ -69,8 +83,9 @@ class Singleflight:
     finishes for its own waiters.
 
     Exceptions: the leader raises ``fn``'s exception itself; each waiter raises a shallow copy
-    (same type, args and attributes, ``__cause__`` = the leader's exception) so tracebacks are
-    not shared between threads; exceptions that cannot be copied are re-raised as they are. If
+    (same type, args, ``str()`` and attributes, ``__cause__`` = the leader's exception; the
+    exception's ``__init__`` is not run again) so tracebacks are not shared between threads;
+    exceptions that cannot be copied that way are re-raised as they are. If
     ``fn`` ends with a BaseException that is not an Exception (KeyboardInterrupt, SystemExit,
     GeneratorExit), it propagates in the leader and waiters raise SingleflightInterrupted. The
     failure is not remembered: the next call runs ``fn`` again.

@@ -30,6 +30,7 @@ from ._envelope import Entry, pack, plain_prefix, serializer_id, unpack
 from ._jitter import check_jitter, jittered
 from ._lease_lock import LeaseLock, LeaseLockFactory
 from ._multilevel import MultiLevelCache
+from ._protocols import FencedCache
 from ._redis import RedisCache
 from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
 from ._singleflight import Singleflight
@@ -111,9 +112,32 @@ def _check_options(
 class NoValue(Exception):
     """Raised by a loader to end a flight without a value, which is not a load error.
 
-    The singleflight hands it to every waiter; ``ProtectedCache`` raises it after storing a
-    tombstone for a key that does not exist.
+    The singleflight hands it to every waiter. ``entry``: raw bytes and a TTL (seconds) that
+    the read-through stores for the key before the waiters are released, through the same
+    fence as a loaded value (``ProtectedCache`` stores its tombstone this way).
     """
+
+    entry: tuple[bytes, float] | None = None
+
+
+class _Filled(NamedTuple):
+    """What one flight produced: the value, its encoding, who ran it, and whether it counts.
+
+    ``current`` is False when the fenced store was refused: a write reached the key after the
+    load began, so the value may predate it. The thread that ran the loader still returns it
+    (its call overlapped the write); callers that merely joined the flight load again.
+    """
+
+    value: Any
+    encoded: bytes | None
+    runner: int
+    current: bool = True
+
+
+#: A fence could not be taken (the backend failed): serve the loaded value, store nothing.
+_NO_STORE: Final[Any] = object()
+#: How often a caller that joined an overtaken flight loads again before taking its value.
+_OVERTAKEN_RETRIES: Final = 2
 
 
 _OWN_SERIALIZERS: Final = (JSONSerializer, PickleSerializer, CompressedSerializer)
@@ -239,6 +263,7 @@ class TypedCache(Generic[T]):
         self._stale_errors = Counter()
         self._lock_waits = Counter()
         self._mset_ttls = getattr(cache, "mset_with_ttls", None)
+        self._fenced: FencedCache | None = cache if isinstance(cache, FencedCache) else None
         self._stores = 0  # bumped after every store by a flight; see _fill
 
     @property
@@ -364,13 +389,7 @@ class TypedCache(Generic[T]):
         """Store many values in one round trip, each with its own jittered TTL."""
         if not isinstance(items, Mapping):
             raise TypeError(f"items must be a Mapping[str, T], not {type(items).__name__}")
-        opts = self._options
-        base = self._base_ttl(ttl)  # validated once, before encoding anything
-        entries: dict[str, tuple[bytes, float | None]] = {}
-        for key, value in items.items():
-            check_key(key)
-            logical, physical = self._jittered(base, opts)  # a TTL of its own per key
-            entries[key] = (self._encode(key, value, opts, logical, 0.0), physical)
+        entries = self._entries(items, ttl)
         if not entries:
             return
         try:
@@ -382,6 +401,57 @@ class TypedCache(Generic[T]):
             self._cache.mset({k: v for k, (v, _) in entries.items()}, first_ttl)
         finally:
             self._stores += 1  # after the store, as in _run_loader (see _fill)
+
+    def fence_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """Fence tokens for keys about to be loaded in bulk (see ``mset_loaded``).
+
+        None for a key means it is stored unfenced (the byte cache has no fences, or cannot
+        fence that key). Take them before loading: a write that comes after refuses the store.
+        """
+        take = getattr(self._cache, "fence_many", None)
+        if take is None:
+            return dict.fromkeys(keys)
+        return dict(take(keys))
+
+    def mset_loaded(
+        self, items: Mapping[str, T], tokens: Mapping[str, str | None], ttl: TTL | None = None
+    ) -> int:
+        """Store values loaded after ``fence_many``: each only if no write to its key came
+        since its token was taken (unfenced keys are stored as by ``mset``). Returns how many
+        were stored; the others lost to a write and are left to it."""
+        if not isinstance(items, Mapping):
+            raise TypeError(f"items must be a Mapping[str, T], not {type(items).__name__}")
+        if not isinstance(tokens, Mapping):
+            raise TypeError(
+                f"tokens must be a Mapping[str, str | None], not {type(tokens).__name__}"
+            )
+        store_fenced = getattr(self._cache, "mset_fenced", None)
+        fenced = {k: v for k, v in items.items() if isinstance(tokens.get(k), str)}
+        if store_fenced is None or not fenced:
+            self.mset(items, ttl)
+            return len(items)
+        plain = {k: v for k, v in items.items() if k not in fenced}
+        if plain:
+            self.mset(plain, ttl)
+        entries = self._entries(fenced, ttl)
+        try:
+            stored = store_fenced(entries, {k: tokens[k] for k in entries})
+        finally:
+            self._stores += 1
+        return len(plain) + len(stored)
+
+    def _entries(
+        self, items: Mapping[str, T], ttl: TTL | None
+    ) -> dict[str, tuple[bytes, float | None]]:
+        """Encoded entries, each with its own jittered TTL (validated once, before encoding)."""
+        opts = self._options
+        base = self._base_ttl(ttl)
+        entries: dict[str, tuple[bytes, float | None]] = {}
+        for key, value in items.items():
+            check_key(key)
+            logical, physical = self._jittered(base, opts)
+            entries[key] = (self._encode(key, value, opts, logical, 0.0), physical)
+        return entries
 
     # -- read-through ------------------------------------------------------------------------
 
@@ -532,21 +602,28 @@ class TypedCache(Generic[T]):
 
         ``seen``: the store counter read before the caller's miss; None if unknown.
         """
+        me = threading.get_ident()
+        overtaken = 0
         while True:
 
-            def fill(seen: int | None = seen) -> tuple[Any, bytes | None, int]:
+            def fill(seen: int | None = seen) -> _Filled:
                 return self._fill(key, fn, ttl, opts, blocking=True, seen=seen)
 
-            (value, encoded, runner), _ = self._flight.do(key, fill)
+            filled, _ = self._flight.do(key, fill)
             seen = None  # a retry cannot vouch for its earlier read
-            if value is not _BUSY:
+            if filled.value is _BUSY:
+                # We joined a non-blocking refresh that gave way to another process's lease:
+                # it has no value for us. Its flight is over; the next do() is our own fill.
+                continue
+            if filled.current or filled.runner == me or overtaken >= _OVERTAKEN_RETRIES:
                 break
-            # We joined a non-blocking refresh that gave way to another process's lease: it
-            # has no value for us. Its flight is over; the next do() is our own blocking fill.
-        if runner != threading.get_ident() and encoded is not None:
+            # We joined a flight whose store a write refused: its value may predate that
+            # write, which may have returned before we called. Load again (bounded).
+            overtaken += 1
+        if filled.runner != me and filled.encoded is not None:
             # Waiters get their own decoded copy: no mutable object is shared between requests.
-            return self._decode(encoded)  # type: ignore[no-any-return]
-        return value  # type: ignore[no-any-return]
+            return self._decode(filled.encoded)  # type: ignore[no-any-return]
+        return filled.value  # type: ignore[no-any-return]
 
     def _revalidate(
         self,
@@ -575,10 +652,10 @@ class TypedCache(Generic[T]):
                 log.warning("cache_core: refresh of %r failed, serving stale value: %s", key, exc)
                 return current  # type: ignore[no-any-return]
             raise
-        if result is None or result[0][0] is _BUSY:
+        if result is None or result[0].value is _BUSY:
             return current  # type: ignore[no-any-return]
         self._refreshes.incr()
-        return result[0][0]  # type: ignore[no-any-return]
+        return result[0].value  # type: ignore[no-any-return]
 
     def _fill(
         self,
@@ -590,7 +667,7 @@ class TypedCache(Generic[T]):
         blocking: bool,
         stale: bool = False,
         seen: int | None = None,
-    ) -> tuple[Any, bytes | None, int]:
+    ) -> _Filled:
         """Load and store ``key`` (the body of a singleflight call).
 
         ``blocking``: a miss; wait for another process's load if it holds the lease.
@@ -606,7 +683,7 @@ class TypedCache(Generic[T]):
             # second round trip (it delays the load in a stampede).
             found = self._fresh(self._read(key))
             if found is not None:
-                return found[0], found[1], me
+                return _Filled(found[0], found[1], me)
         lock: LeaseLock | None = None
         if opts.distributed_lock and self._locks is not None:
             lock = self._locks.lock(key, opts.lock_timeout)
@@ -614,18 +691,18 @@ class TypedCache(Generic[T]):
                 if lock.try_acquire():
                     holding = True
                 elif not blocking:
-                    return _BUSY, None, me
+                    return _Filled(_BUSY, None, me)
                 else:
                     found, holding = self._follow(key, lock, opts)
                     if found is not None:
-                        return found[0], found[1], me
+                        return _Filled(found[0], found[1], me)
                 if holding and (blocking or stale):
                     # Double-check under the lock: the previous holder may have stored the
                     # value between our read and our acquire.
                     found = self._fresh(self._read(key))
                     if found is not None:
                         self._release(key, lock)
-                        return found[0], found[1], me
+                        return _Filled(found[0], found[1], me)
                 if not holding:
                     lock = None
             except BackendError as exc:
@@ -633,10 +710,24 @@ class TypedCache(Generic[T]):
                 log.debug("cache_core: lease lock for %r unavailable, loading: %s", key, exc)
                 lock = None
         try:
-            return self._run_loader(key, fn, ttl, opts, me)
+            return self._run_loader(key, fn, ttl, opts, me, self._take_fence(key))
         finally:
             if lock is not None:
                 self._release(key, lock)
+
+    def _take_fence(self, key: str) -> Any:
+        """The fence token to store the coming load with: None (no fences: plain store), a
+        token, or ``_NO_STORE`` when the backend cannot hand one out (the load is served
+        uncached rather than stored unchecked)."""
+        fenced = self._fenced
+        if fenced is None:
+            return None
+        try:
+            return fenced.fence(key)
+        except BackendError as exc:
+            self._backend_errors.incr()
+            log.debug("cache_core: fence for %r unavailable; the load is not stored: %s", key, exc)
+            return _NO_STORE
 
     def _release(self, key: str, lock: LeaseLock) -> None:
         """Release the lease; a failure only costs followers the wait until it expires."""
@@ -671,13 +762,23 @@ class TypedCache(Generic[T]):
             lock.wait(left)
 
     def _run_loader(
-        self, key: str, fn: Callable[[], T], ttl: TTL | None, opts: _Options, me: int
-    ) -> tuple[Any, bytes | None, int]:
+        self,
+        key: str,
+        fn: Callable[[], T],
+        ttl: TTL | None,
+        opts: _Options,
+        me: int,
+        token: Any,
+    ) -> _Filled:
         start = self._clock()
         try:
             value = fn()
-        except NoValue:
-            raise  # a loader that found nothing (ProtectedCache): not an error
+        except NoValue as exc:
+            # A loader that found nothing (ProtectedCache): not an error. It may hand us an
+            # entry (a tombstone) to store, fenced like a value.
+            if exc.entry is not None:
+                self._store(key, exc.entry[0], exc.entry[1], token)
+            raise
         except BaseException:
             self._load_errors.incr()
             raise
@@ -685,12 +786,28 @@ class TypedCache(Generic[T]):
         self._loads_run.incr()
         logical, physical = self._ttls(ttl, opts)
         encoded = self._encode(key, value, opts, logical, delta)
+        return _Filled(value, encoded, me, self._store(key, encoded, physical, token))
+
+    def _store(self, key: str, data: bytes, ttl: float | None, token: Any) -> bool:
+        """Store a loaded entry through the key's fence; False if a write overtook the load.
+
+        A backend failure is logged and counted, never raised: the value is served uncached.
+        """
         try:
-            self._cache.set(key, encoded, physical)
+            if token is _NO_STORE:
+                return True
+            if token is None:
+                self._cache.set(key, data, ttl)
+                return True
+            assert self._fenced is not None
+            stored = self._fenced.set_fenced(key, data, ttl, token)
+            if not stored:
+                log.debug("cache_core: a write overtook the load of %r; not stored", key)
+            return stored
         except BackendError as exc:
             self._backend_errors.incr()
             log.debug("cache_core: store of %r failed; value served uncached: %s", key, exc)
+            return True
         finally:
             # Any change will do: callers compare it with what they read before their miss.
             self._stores += 1
-        return value, encoded, me

@@ -8,8 +8,11 @@ from datetime import timedelta
 from typing import Final
 
 __all__ = [
+    "MAX_TTL",
     "MISSING",
+    "RESERVED_MARK",
     "TTL",
+    "is_reserved",
     "check_key",
     "check_keys",
     "check_items",
@@ -35,15 +38,52 @@ class _Missing:
 
 MISSING: Final = _Missing()
 
+#: The longest TTL any cache accepts: 100 years (3,153,600,000 s). Every backend can store it
+#: (Redis refuses a PX whose deadline overflows a 64-bit millisecond clock); a longer one is a
+#: ``ValueError`` before any I/O, on every cache, instead of a late ``BackendError``.
+MAX_TTL: Final = 100 * 365 * 24 * 3600.0
+
+#: The library's reserved key space. A key segment (the start of a key, or the text after a
+#: ``:``) that starts with this belongs to the library: lease locks, shared bloom filters,
+#: snapshots. User keys may not enter it, so every ``clear()`` and ``scan_keys()`` can tell the
+#: library's keys of *any* cache (a child prefix too) from entries by the key text alone.
+RESERVED_MARK: Final = "__cc"
+_RESERVED_SEGMENT: Final = ":" + RESERVED_MARK
+
+
+def is_reserved(text: str) -> bool:
+    """Whether ``text`` (a key, or a Redis key with its prefix removed) is in the reserved space."""
+    return text.startswith(RESERVED_MARK) or _RESERVED_SEGMENT in text
+
 
 def check_key(key: object) -> str:
-    """Return ``key`` if it is a non-empty str, else raise TypeError / ValueError."""
-    if type(key) is str and key:
+    """Return ``key`` if it is a usable key, else raise TypeError / ValueError naming ``key``.
+
+    Usable: a non-empty str with a UTF-8 form (no lone surrogates) outside the reserved space.
+    The common case (ASCII, no ``__cc``) costs three C-level checks.
+    """
+    if type(key) is str and key and key.isascii() and RESERVED_MARK not in key:
         return key
+    return _check_key_slow(key)
+
+
+def _check_key_slow(key: object) -> str:
     if not isinstance(key, str):
         raise TypeError(f"key must be str, not {type(key).__name__}: {key!r}")
     if not key:
         raise ValueError("key must be a non-empty str, got ''")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"key must be encodable as UTF-8 (no lone surrogates), got {key!r}"
+            ) from None
+    if is_reserved(key):
+        raise ValueError(
+            f"key {key!r} lies in the library's reserved space (a key or a ':'-segment "
+            f"starting with {RESERVED_MARK!r}); choose another key"
+        )
     return key
 
 
@@ -55,9 +95,11 @@ def check_keys(keys: Iterable[str]) -> list[str]:
         wanted = list(keys)
     except TypeError as exc:
         raise TypeError(f"keys must be an iterable of str, not {type(keys).__name__}") from exc
-    # Batch hot path: two C-level passes instead of a Python-level check per key.
+    # Batch hot path: a few C-level passes instead of a Python-level check per key.
     if set(map(type, wanted)) <= {str} and "" not in wanted:
-        return wanted
+        joined = "\n".join(wanted)
+        if joined.isascii() and RESERVED_MARK not in joined:
+            return wanted
     for key in wanted:
         check_key(key)
     return wanted
@@ -103,13 +145,17 @@ def ttl_seconds(ttl: object, default: float | None, name: str = "ttl") -> float 
     """
     if ttl is None:
         return default
-    if type(ttl) is float and 0.0 < ttl < math.inf:  # the common cases, checked cheaply
+    if type(ttl) is float and 0.0 < ttl <= MAX_TTL:  # the common cases, checked cheaply
         return ttl
-    if type(ttl) is int and ttl > 0:
+    if type(ttl) is int and 0 < ttl <= MAX_TTL:
         return float(ttl)
     if isinstance(ttl, timedelta):
         seconds = ttl.total_seconds()
     elif isinstance(ttl, int | float) and not isinstance(ttl, bool):
+        if isinstance(ttl, int) and ttl > MAX_TTL:
+            raise ValueError(
+                f"{name} must be at most {MAX_TTL:.0f} seconds (100 years), got {ttl!r}"
+            )
         seconds = float(ttl)
     else:
         raise TypeError(
@@ -117,6 +163,8 @@ def ttl_seconds(ttl: object, default: float | None, name: str = "ttl") -> float 
         )
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{name} must be a finite number of seconds > 0, got {ttl!r}")
+    if seconds > MAX_TTL:
+        raise ValueError(f"{name} must be at most {MAX_TTL:.0f} seconds (100 years), got {ttl!r}")
     return seconds
 
 

@@ -171,20 +171,26 @@ class CacheWarmer(Generic[K, V]):
         )
 
     def _warm_batch(self, batch: list[K], ttl: TTL | None, bloom: Any) -> tuple[int, list[K]]:
+        key_fn = self._key_fn
+        cache_keys: dict[K, str] = {}
+        for k in batch:
+            cache_key = key_fn(k)
+            if type(cache_key) is not str:
+                raise TypeError(
+                    f"key_fn must return str, returned {type(cache_key).__name__} for {k!r}"
+                )
+            cache_keys[k] = cache_key
+        # Fences first (one round trip): a write to a key between this batch's load and its
+        # store wins, and the value loaded before it is not stored (see _fence).
+        tokens = self._typed.fence_many(list(cache_keys.values()))
         found = self._loader(batch)
         if not isinstance(found, Mapping):
             raise TypeError(f"loader must return a Mapping, returned {type(found).__name__}")
         items: dict[str, V] = {}
         absent: list[K] = []
-        key_fn = self._key_fn
         for k in batch:
             if k in found:
-                cache_key = key_fn(k)
-                if type(cache_key) is not str:
-                    raise TypeError(
-                        f"key_fn must return str, returned {type(cache_key).__name__} for {k!r}"
-                    )
-                items[cache_key] = found[k]
+                items[cache_keys[k]] = found[k]
             else:
                 absent.append(k)
         if items:
@@ -192,7 +198,7 @@ class CacheWarmer(Generic[K, V]):
                 # Filter first (as ProtectedCache.set does): no reader is turned away between
                 # the two writes, and a failed mset leaves only harmless extra filter bits.
                 bloom.update(list(items))
-            self._typed.mset(items, ttl)
+            self._typed.mset_loaded(items, tokens, ttl)
         return len(items), absent
 
     def refresh(

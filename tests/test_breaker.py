@@ -28,7 +28,7 @@ from tests.redis_harness import RedisServer
 
 
 def test_opens_after_threshold_consecutive_outage_errors(clock: FakeClock) -> None:
-    b = CircuitBreaker(failure_threshold=3, reset_timeout=5, clock=clock)
+    b = CircuitBreaker(failure_threshold=3, reset_timeout=5, timeout_threshold=10, clock=clock)
     for _ in range(2):
         b.allow()
         b.record_failure(RedisConnectionError("down"))
@@ -45,6 +45,44 @@ def test_opens_after_threshold_consecutive_outage_errors(clock: FakeClock) -> No
     assert b.opened_count == 1
 
 
+def test_one_timeout_opens_the_breaker(clock: FakeClock) -> None:
+    # A paused server: every call would wait its own socket timeout. One is enough to know.
+    b = CircuitBreaker(clock=clock)
+    b.record_failure(RedisConnectionError("refused"))
+    assert b.state == "closed"  # a refusal is fast: the consecutive-failure count applies
+    b.record_failure(RedisTimeoutError("Timeout reading from socket"))
+    assert b.state == "open"
+    b2 = CircuitBreaker(timeout_threshold=3, clock=clock)
+    for _ in range(2):
+        b2.record_failure(TimeoutError("timed out"))
+    assert b2.state == "closed"
+    b2.record_success()  # consecutive, like failures
+    for _ in range(3):
+        b2.record_failure(TimeoutError("timed out"))
+    assert b2.state == "open"
+
+
+def test_probe_delays_are_jittered_per_opening(clock: FakeClock) -> None:
+    # Processes that opened together probe at different moments within [0.4, 0.9] x reset.
+    delays = []
+    for r in (0.0, 0.25, 0.5, 0.999):
+        b = CircuitBreaker(
+            failure_threshold=1, reset_timeout=2.0, clock=clock, random=lambda r=r: r
+        )
+        b.record_failure(RedisConnectionError("down"))
+        opened = clock.now
+        while True:
+            try:
+                b.allow()
+                break
+            except CircuitOpenError:
+                clock.advance(0.01)
+        delays.append(round(clock.now - opened, 2))
+    assert delays == sorted(set(delays))  # all different
+    assert delays[0] == pytest.approx(0.8, abs=0.011)
+    assert delays[-1] == pytest.approx(1.8, abs=0.011)
+
+
 def test_command_errors_do_not_count(clock: FakeClock) -> None:
     b = CircuitBreaker(failure_threshold=2, clock=clock)
     for _ in range(10):
@@ -53,9 +91,10 @@ def test_command_errors_do_not_count(clock: FakeClock) -> None:
 
 
 def test_half_open_lets_exactly_one_probe_through(clock: FakeClock) -> None:
-    b = CircuitBreaker(failure_threshold=1, reset_timeout=5, clock=clock)
+    # random() = 1.0: the probe delay is 0.9 * reset_timeout = 4.5 s.
+    b = CircuitBreaker(failure_threshold=1, reset_timeout=5, clock=clock, random=lambda: 1.0)
     b.record_failure(RedisConnectionError("down"))
-    clock.advance(4.9)
+    clock.advance(4.4)
     with pytest.raises(CircuitOpenError):
         b.allow()
     clock.advance(0.2)
@@ -107,6 +146,9 @@ def test_state_changes_are_logged_once(clock: FakeClock, caplog: pytest.LogCaptu
     ("kwargs", "error", "match"),
     [
         ({"failure_threshold": 0}, ValueError, "failure_threshold"),
+        ({"timeout_threshold": 0}, ValueError, "timeout_threshold"),
+        ({"timeout_threshold": "1"}, TypeError, "timeout_threshold"),
+        ({"random": 0.5}, TypeError, "random"),
         ({"failure_threshold": 2.5}, TypeError, "failure_threshold"),
         ({"failure_threshold": True}, TypeError, "failure_threshold"),
         ({"reset_timeout": 0}, ValueError, "reset_timeout"),
@@ -129,7 +171,8 @@ def test_from_url_has_a_breaker_by_default(redis_server: RedisServer) -> None:
     with RedisCache.from_url(redis_server.url, prefix="b") as cache:
         assert isinstance(cache.breaker, CircuitBreaker)
         assert cache.breaker.failure_threshold == 5
-        assert cache.breaker.reset_timeout == 5.0
+        assert cache.breaker.reset_timeout == 1.0
+        assert cache.breaker.timeout_threshold == 1
     with RedisCache.from_url(redis_server.url, prefix="b", breaker=None) as cache:
         assert cache.breaker is None
 

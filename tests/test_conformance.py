@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from cache_core import (
+    MAX_TTL,
     BatchCache,
     Cache,
     CacheError,
@@ -235,6 +236,12 @@ BAD_KEYS: list[tuple[Any, type[Exception]]] = [
     (b"bytes", TypeError),
     (("t",), TypeError),
     ("", ValueError),
+    ("\ud800", ValueError),  # a lone surrogate has no UTF-8 form
+    ("caf\udce9", ValueError),
+    ("__cc", ValueError),  # the library's reserved space: a key starting with __cc ...
+    ("__cc_lock__:x", ValueError),
+    ("app:__ccbf__", ValueError),  # ... or holding a :__cc segment
+    ("a:b:__cc", ValueError),
 ]
 
 
@@ -257,6 +264,15 @@ def test_bad_keys(cache: Any, key: Any, error: type[Exception]) -> None:
     with pytest.raises(error, match="key"):
         cache.mdelete(["ok", key])
     assert cache.get("ok", None) is None  # the valid half of a rejected batch was not written
+
+
+@pytest.mark.parametrize("key", ["a__cc", "x:y__cc", "__c", "_:_cc", "é:__c", "cc__cc"])
+def test_keys_near_the_reserved_space_are_ordinary(cache: Any, key: str) -> None:
+    cache.set(key, b"v")
+    assert cache.get(key) == b"v"
+    assert cache.mget([key]) == {key: b"v"}
+    assert cache.clear() >= 1  # an entry like any other: clear() removes it
+    assert cache.exists(key) is False
 
 
 def test_keys_argument_must_be_an_iterable_of_str(cache: Any) -> None:
@@ -290,6 +306,12 @@ def test_bad_values(cache: Any, value: Any) -> None:
         (-math.inf, ValueError),
         (timedelta(0), ValueError),
         (timedelta(seconds=-5), ValueError),
+        (MAX_TTL + 1, ValueError),  # past the documented maximum that every backend accepts
+        (10**20, ValueError),
+        (2**63, ValueError),
+        (10**400, ValueError),  # too large even for float()
+        (1e300, ValueError),
+        (timedelta(days=365 * 101), ValueError),
         ("5", TypeError),
         (True, TypeError),
         ([5], TypeError),
@@ -304,6 +326,17 @@ def test_bad_ttls(backend: Backend, ttl: Any, error: type[Exception]) -> None:
     with pytest.raises(error, match="default_ttl"):
         backend.make(default_ttl=ttl)
     assert cache.exists("k") is False
+
+
+def test_the_maximum_ttl_is_accepted(backend: Backend) -> None:
+    cache = backend.make(default_ttl=MAX_TTL)
+    cache.set("max", b"v", ttl=MAX_TTL)
+    cache.set("max-int", b"v", ttl=int(MAX_TTL))
+    cache.mset({"m1": b"v"}, ttl=timedelta(seconds=MAX_TTL))
+    cache.set("default", b"v")
+    assert cache.mget(["max", "max-int", "m1", "default"]) == dict.fromkeys(
+        ["max", "max-int", "m1", "default"], b"v"
+    )
 
 
 def test_falsy_values_are_hits(cache: Any) -> None:

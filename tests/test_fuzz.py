@@ -439,7 +439,8 @@ def test_typed_cache_reads_arbitrary_stored_bytes(
         assert typed.get("k") == LOADED  # repaired
         assert typed.get_or_set("k", loader) == LOADED and calls == [1]
     else:
-        assert decodable and calls == [] and got == direct
+        # repr as well as ==: a decoded NaN (float or Decimal) never equals itself
+        assert decodable and calls == [] and (got == direct or repr(got) == repr(direct))
         assert store.get("k") == raw  # a good entry is left alone
 
 

@@ -247,7 +247,7 @@ def test_unencodable_argument_is_named() -> None:
         KeyBuilder(f).text((1, object()), {})
     loop: list[Any] = []
     loop.append(loop)
-    with pytest.raises(TypeError, match="argument 'conn' is nested too deeply"):
+    with pytest.raises(TypeError, match="argument 'conn' is nested more than 100 levels"):
         KeyBuilder(f).text((1, loop), {})
 
 

@@ -65,19 +65,28 @@ def fresh_default(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 # -- forms and metadata -------------------------------------------------------------------------
 
 
+_form_calls = Calls()
+
+
+@memoize
+def _bare(x: int) -> int:
+    """Doc of _bare."""
+    _form_calls()
+    return x * 2
+
+
+@memoize()
+def _empty(x: int) -> int:
+    _form_calls()
+    return x * 3
+
+
 def test_bare_empty_and_configured_forms(fresh_default: None) -> None:
-    calls = Calls()
-
-    @memoize
-    def a(x: int) -> int:
-        """Doc of a."""
-        calls()
-        return x * 2
-
-    @memoize()
-    def b(x: int) -> int:
-        calls()
-        return x * 3
+    calls = _form_calls
+    calls.n = 0
+    a, b = _bare, _empty
+    a.cache_clear()
+    b.cache_clear()
 
     @memoize(MemoryCache(), ttl=60, namespace="c")
     def c(x: int) -> int:
@@ -87,8 +96,8 @@ def test_bare_empty_and_configured_forms(fresh_default: None) -> None:
     assert [a(1), a(1), b(1), b(1), c(1), c(1)] == [2, 2, 3, 3, 4, 4]
     assert calls.n == 3
     assert isinstance(a, Memoized)
-    assert a.__name__ == "a" and a.__doc__ == "Doc of a."
-    assert a.__qualname__.endswith("test_bare_empty_and_configured_forms.<locals>.a")
+    assert a.__name__ == "_bare" and a.__doc__ == "Doc of _bare."
+    assert a.__qualname__ == "_bare"
     assert a.__wrapped__(5) == 10
     assert inspect.signature(a) == inspect.signature(a.__wrapped__)
     assert a.namespace == f"{__name__}:{a.__qualname__}"
@@ -113,7 +122,11 @@ def test_default_cache_is_resolved_at_the_first_call(
 def test_byte_cache_is_wrapped_with_the_given_serializer() -> None:
     ser = PickleSerializer(key=b"secret")
 
-    @memoize(MemoryCache(), serializer=ser)
+    @memoize(
+        MemoryCache(),
+        serializer=ser,
+        namespace="test_byte_cache_is_wrapped_with_the_given_serializer.f",
+    )
     def f(x: int) -> set[int]:
         return {x}
 
@@ -124,7 +137,7 @@ def test_byte_cache_is_wrapped_with_the_given_serializer() -> None:
 def test_typed_cache_is_used_as_is() -> None:
     typed: TypedCache[Any] = TypedCache(MemoryCache())
 
-    @memoize(typed)
+    @memoize(typed, namespace="test_typed_cache_is_used_as_is.f")
     def f(x: int) -> int:
         return x
 
@@ -134,7 +147,7 @@ def test_typed_cache_is_used_as_is() -> None:
 
 
 def test_memoized_function_types_check_as_the_original() -> None:
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_memoized_function_types_check_as_the_original.f")
     def f(x: int, y: str = "a") -> str:
         return y * x
 
@@ -191,6 +204,7 @@ def test_bad_options_raise_at_decoration(
     def f(x: int) -> int:
         return x
 
+    kwargs.setdefault("namespace", "test_bad_options_raise_at_decoration.f")
     with pytest.raises(error, match=match):
         memoize(MemoryCache(), **kwargs)(f)
 
@@ -212,7 +226,7 @@ def test_bad_first_arguments() -> None:
 def test_bound_arguments_share_an_entry(byte_cache: Any) -> None:
     calls = Calls()
 
-    @memoize(byte_cache)
+    @memoize(byte_cache, namespace="test_bound_arguments_share_an_entry.f")
     def f(a: int, b: int = 2) -> list[int]:
         calls()
         return [a, b]
@@ -225,7 +239,7 @@ def test_bound_arguments_share_an_entry(byte_cache: Any) -> None:
 def test_unhashable_arguments(byte_cache: Any) -> None:
     calls = Calls()
 
-    @memoize(byte_cache)
+    @memoize(byte_cache, namespace="test_unhashable_arguments.total")
     def total(items: list[int], weights: dict[str, float], tags: set[str]) -> float:
         calls()
         return sum(items) * sum(weights.values()) + len(tags)
@@ -240,11 +254,15 @@ def test_unhashable_arguments(byte_cache: Any) -> None:
 def test_typed_separates_equal_values_of_different_types() -> None:
     loose_calls, typed_calls = Calls(), Calls()
 
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_typed_separates_equal_values_of_different_types.loose")
     def loose(x: Any) -> int:
         return loose_calls()
 
-    @memoize(MemoryCache(), typed=True)
+    @memoize(
+        MemoryCache(),
+        typed=True,
+        namespace="test_typed_separates_equal_values_of_different_types.strict",
+    )
     def strict(x: Any) -> int:
         return typed_calls()
 
@@ -258,7 +276,7 @@ def test_typed_separates_equal_values_of_different_types() -> None:
 def test_cached_none_is_a_hit() -> None:
     calls = Calls()
 
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_cached_none_is_a_hit.find")
     def find(x: int) -> None:
         calls()
 
@@ -269,7 +287,7 @@ def test_cached_none_is_a_hit() -> None:
 def test_exceptions_are_not_cached_and_counted() -> None:
     calls = Calls()
 
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_exceptions_are_not_cached_and_counted.boom")
     def boom(x: int) -> int:
         calls()
         raise ValueError("no")
@@ -286,7 +304,7 @@ def test_64_threads_one_call(byte_cache: Any) -> None:
     barrier = threading.Barrier(64)
     results: list[Any] = []
 
-    @memoize(byte_cache, ttl=60)
+    @memoize(byte_cache, ttl=60, namespace="test_64_threads_one_call.load")
     def load(user_id: int) -> dict[str, Any]:
         calls()
         # Hold the load open until the other 63 callers are queued on it.
@@ -309,7 +327,7 @@ def test_64_threads_one_call(byte_cache: Any) -> None:
 
 
 def test_cache_info_is_exact_under_threads() -> None:
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_cache_info_is_exact_under_threads.f")
     def f(x: int) -> int:
         return x
 
@@ -336,11 +354,11 @@ def test_cache_info_is_exact_under_threads() -> None:
 def test_invalidate_is_scoped_to_one_call_of_one_function(byte_cache: Any) -> None:
     f_calls, g_calls = Calls(), Calls()
 
-    @memoize(byte_cache)
+    @memoize(byte_cache, namespace="test_invalidate_is_scoped_to_one_call_of_one_function.f")
     def f(x: int, y: int = 0) -> int:
         return f_calls()
 
-    @memoize(byte_cache)
+    @memoize(byte_cache, namespace="test_invalidate_is_scoped_to_one_call_of_one_function.g")
     def g(x: int) -> int:
         return g_calls()
 
@@ -354,7 +372,7 @@ def test_invalidate_is_scoped_to_one_call_of_one_function(byte_cache: Any) -> No
 def test_refresh_reloads_and_stores(byte_cache: Any) -> None:
     calls = Calls()
 
-    @memoize(byte_cache)
+    @memoize(byte_cache, namespace="test_refresh_reloads_and_stores.version")
     def version(x: int) -> int:
         return calls()
 
@@ -367,11 +385,11 @@ def test_refresh_reloads_and_stores(byte_cache: Any) -> None:
 def test_cache_clear_is_scoped_to_one_function(byte_cache: Any) -> None:
     f_calls, g_calls = Calls(), Calls()
 
-    @memoize(byte_cache)
+    @memoize(byte_cache, namespace="test_cache_clear_is_scoped_to_one_function.f")
     def f(x: int) -> int:
         return f_calls()
 
-    @memoize(byte_cache)
+    @memoize(byte_cache, namespace="test_cache_clear_is_scoped_to_one_function.g")
     def g(x: int) -> int:
         return g_calls()
 
@@ -440,30 +458,30 @@ class Repo:
     def __cache_key__(self) -> int:
         return self.repo_id
 
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_generation_interval_zero_reads_every_call.lookup")
     def lookup(self, x: int) -> list[int]:
         Repo.loads()
         return [self.repo_id, x]
 
     @classmethod
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_generation_interval_zero_reads_every_call.kind")
     def kind(cls, x: int) -> str:
         Repo.loads()
         return f"{cls.__name__}:{x}"
 
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_generation_interval_zero_reads_every_call.kind2")
     @classmethod
     def kind2(cls, x: int) -> str:
         Repo.loads()
         return f"{cls.__name__}:{x}"
 
     @staticmethod
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_generation_interval_zero_reads_every_call.pure")
     def pure(x: int) -> int:
         Repo.loads()
         return x * 2
 
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_generation_interval_zero_reads_every_call.pure2")
     @staticmethod
     def pure2(x: int) -> int:
         Repo.loads()
@@ -502,7 +520,9 @@ def test_classmethods_and_staticmethods() -> None:
 
 def test_method_without_identity_fails_clearly_on_first_call() -> None:
     class Plain:
-        @memoize(MemoryCache())
+        @memoize(
+            MemoryCache(), namespace="test_method_without_identity_fails_clearly_on_first_call.get"
+        )
         def get(self, x: int) -> int:
             return x
 
@@ -517,7 +537,11 @@ def test_method_with_key_function() -> None:
         def __init__(self, number: str) -> None:
             self.number = number
 
-        @memoize(MemoryCache(), key=lambda self, month: (self.number, month))
+        @memoize(
+            MemoryCache(),
+            key=lambda self, month: (self.number, month),
+            namespace="test_method_with_key_function.balance",
+        )
         def balance(self, month: int) -> int:
             calls()
             return month * 10
@@ -534,7 +558,9 @@ def test_dataclass_instances_are_keyed_by_their_fields() -> None:
     class Region:
         code: str
 
-        @memoize(MemoryCache())
+        @memoize(
+            MemoryCache(), namespace="test_dataclass_instances_are_keyed_by_their_fields.population"
+        )
         def population(self) -> int:
             calls()
             return len(self.code)
@@ -553,7 +579,7 @@ def test_instances_are_garbage_collected(concurrent: bool) -> None:
         def __cache_key__(self) -> int:
             return self.n
 
-        @memoize(MemoryCache())
+        @memoize(MemoryCache(), namespace="test_instances_are_garbage_collected.double")
         def double(self, fail: bool = False) -> int:
             if fail:
                 raise ValueError("fail")
@@ -587,7 +613,11 @@ def test_key_function_replaces_argument_encoding() -> None:
         def __init__(self, dsn: str) -> None:
             self.dsn = dsn
 
-    @memoize(MemoryCache(), key=lambda conn, table: (conn.dsn, table))
+    @memoize(
+        MemoryCache(),
+        key=lambda conn, table: (conn.dsn, table),
+        namespace="test_key_function_replaces_argument_encoding.count",
+    )
     def count(conn: Conn, table: str) -> int:
         calls()
         return len(table)
@@ -596,11 +626,13 @@ def test_key_function_replaces_argument_encoding() -> None:
     count(Conn("db2"), "users")
     assert calls.n == 2
     with pytest.raises(TypeError, match="cannot be encoded stably"):
-        memoize(MemoryCache(), key=lambda conn, table: conn)(count.__wrapped__)(Conn("x"), "t")
+        memoize(MemoryCache(), key=lambda conn, table: conn, namespace="count2")(count.__wrapped__)(
+            Conn("x"), "t"
+        )
 
 
 def test_unencodable_argument_without_key_raises_naming_it() -> None:
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_unencodable_argument_without_key_raises_naming_it.f")
     def f(lock: Any) -> int:
         return 1
 
@@ -616,7 +648,7 @@ def test_backend_outage_never_fails_a_call(fault_server: RedisServer) -> None:
     calls = Calls()
     cache = RedisCache.from_url(fault_server.url, prefix="memo-out")
 
-    @memoize(cache, generation_interval=0)
+    @memoize(cache, generation_interval=0, namespace="test_backend_outage_never_fails_a_call.f")
     def f(x: int) -> int:
         calls()
         return x * 2
@@ -638,7 +670,12 @@ def test_generation_read_failure_keeps_the_last_generation(fault_server: RedisSe
     clock = FakeClock()
     cache = RedisCache.from_url(fault_server.url, prefix="memo-gen")
 
-    @memoize(cache, generation_interval=1, timer=clock)
+    @memoize(
+        cache,
+        generation_interval=1,
+        timer=clock,
+        namespace="test_generation_read_failure_keeps_the_last_generation.f",
+    )
     def f(x: int) -> int:
         return x
 
@@ -657,11 +694,11 @@ def test_generation_read_failure_keeps_the_last_generation(fault_server: RedisSe
 def test_counts_are_independent_per_function() -> None:
     counter = itertools.count()
 
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_counts_are_independent_per_function.f")
     def f(x: int) -> int:
         return next(counter)
 
-    @memoize(MemoryCache())
+    @memoize(MemoryCache(), namespace="test_counts_are_independent_per_function.g")
     def g(x: int) -> int:
         return next(counter)
 
@@ -688,6 +725,7 @@ def test_stampede_options_pass_through_to_the_typed_layer(redis_client: Any) -> 
         stale_ttl=30,
         stale_if_error=False,
         ttl_jitter=0.0,
+        namespace="test_stampede_options_pass_through.f",
     )
     def f(x: int) -> int:
         return x * 2
@@ -703,12 +741,20 @@ def test_stampede_options_pass_through_to_the_typed_layer(redis_client: Any) -> 
 def test_stampede_options_are_validated_at_decoration() -> None:
     with pytest.raises(ValueError, match="distributed_lock"):
 
-        @memoize(MemoryCache(), distributed_lock=True)
+        @memoize(
+            MemoryCache(),
+            distributed_lock=True,
+            namespace="test_stampede_options_are_validated_at_decoration.f",
+        )
         def f(x: int) -> int:
             return x
 
     with pytest.raises(ValueError, match="ttl_jitter"):
 
-        @memoize(MemoryCache(), ttl_jitter=2)
+        @memoize(
+            MemoryCache(),
+            ttl_jitter=2,
+            namespace="test_stampede_options_are_validated_at_decoration.g",
+        )
         def g(x: int) -> int:
             return x

@@ -136,7 +136,10 @@ def test_uncopyable_exception_is_reraised_as_is() -> None:
     group, release = Singleflight(), threading.Event()
 
     class Odd(Exception):
-        def __init__(self, a: int, b: int) -> None:  # copy.copy calls Odd("msg") and fails
+        def __new__(cls, a: int, b: int) -> Odd:  # cannot be rebuilt from its args ("1-2",)
+            return super().__new__(cls, a, b)
+
+        def __init__(self, a: int, b: int) -> None:
             super().__init__(f"{a}-{b}")
 
     def fail() -> Any:
@@ -268,3 +271,63 @@ def test_try_do_runs_when_idle_and_returns_none_when_busy() -> None:
     release.set()
     leader.join(5)
     assert group.try_do("k", lambda: 3) == (3, False)
+
+
+class UserNotFound(Exception):
+    """An exception whose __init__ formats its argument and has a side effect."""
+
+    inits = 0
+
+    def __init__(self, user_id: int) -> None:
+        type(self).inits += 1
+        super().__init__(f"user {user_id} not found")
+        self.user_id = user_id
+
+
+class Slotted(Exception):
+    __slots__ = ("code", "unset")
+
+    def __init__(self, code: int) -> None:
+        super().__init__("slotted failure")
+        self.code = code
+
+
+class HoldsALock(Exception):
+    def __init__(self) -> None:
+        super().__init__("holds a lock")
+        self.lock = threading.Lock()  # cannot be pickled or deep-copied
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: UserNotFound(42), lambda: Slotted(7), HoldsALock],
+    ids=["custom-init", "slots", "unpicklable-attribute"],
+)
+def test_waiters_get_the_leaders_exception_without_rerunning_init(make: Any) -> None:
+    group, release = Singleflight(), threading.Event()
+    leader_errors: list[BaseException] = []
+
+    def fail() -> Any:
+        assert release.wait(JOIN_TIMEOUT)
+        exc = make()
+        leader_errors.append(exc)
+        raise exc
+
+    UserNotFound.inits = 0
+    threads, results = run_callers(group, "k", fail, 6)
+    wait_until(lambda: group.waiting("k") == 5)
+    release.set()
+    join_all(threads)
+    errors = [e for kind, e in results if kind == "err"]
+    (original,) = leader_errors
+    assert len(errors) == 6
+    for exc in errors:
+        assert type(exc) is type(original)
+        assert str(exc) == str(original) and exc.args == original.args
+        for name in ("user_id", "code", "lock"):
+            if hasattr(original, name):
+                assert getattr(exc, name) is getattr(original, name)
+        assert not hasattr(exc, "unset")
+    if isinstance(original, UserNotFound):
+        assert UserNotFound.inits == 1  # the waiters' copies did not run __init__ again
+        assert {str(e) for e in errors} == {"user 42 not found"}
