@@ -26,6 +26,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
+from redis.exceptions import MaxConnectionsError
+
+from ._breaker import is_outage
 from ._envelope import Entry, pack, plain_prefix, serializer_id, unpack
 from ._jitter import check_jitter, jittered
 from ._lease_lock import LeaseLock, LeaseLockFactory
@@ -37,7 +40,7 @@ from ._singleflight import Singleflight
 from ._stats import Counter
 from ._validate import MISSING, TTL, check_key, ttl_seconds
 from ._xfetch import should_refresh_early
-from .errors import BackendError, CacheMiss, SerializationError
+from .errors import BackendError, CacheMiss, CircuitOpenError, SerializationError
 
 __all__ = ["TypedCache", "TypedCacheStats"]
 
@@ -134,8 +137,13 @@ class _Filled(NamedTuple):
     current: bool = True
 
 
-#: A fence could not be taken (the backend failed): serve the loaded value, store nothing.
+#: No fence could be taken: serve the loaded value, store nothing. ``_NO_STORE`` in an outage
+#: (the breaker is open, or Redis cannot be reached: callers that joined the load share it, so
+#: an outage costs one load per key, not three); ``_UNSURE`` after any other failure (Redis
+#: answered, or this process ran out of connections: a write may have landed meanwhile, so
+#: joined callers load again).
 _NO_STORE: Final[Any] = object()
+_UNSURE: Final[Any] = object()
 #: How often a caller that joined an overtaken flight loads again before taking its value.
 _OVERTAKEN_RETRIES: Final = 2
 
@@ -172,6 +180,14 @@ def _redis_below(cache: Any) -> RedisCache | None:
             cache = cache.l2
             continue
         return None
+
+
+def _in_outage(exc: BackendError) -> bool:
+    """Whether ``exc`` means this process cannot reach the backend at all right now."""
+    if isinstance(exc, CircuitOpenError):
+        return True
+    cause = exc.__cause__
+    return is_outage(cause) and not isinstance(cause, MaxConnectionsError)
 
 
 class TypedCache(Generic[T]):
@@ -727,7 +743,7 @@ class TypedCache(Generic[T]):
         except BackendError as exc:
             self._backend_errors.incr()
             log.debug("cache_core: fence for %r unavailable; the load is not stored: %s", key, exc)
-            return _NO_STORE
+            return _NO_STORE if _in_outage(exc) else _UNSURE
 
     def _release(self, key: str, lock: LeaseLock) -> None:
         """Release the lease; a failure only costs followers the wait until it expires."""
@@ -791,11 +807,15 @@ class TypedCache(Generic[T]):
     def _store(self, key: str, data: bytes, ttl: float | None, token: Any) -> bool:
         """Store a loaded entry through the key's fence; False if a write overtook the load.
 
-        A backend failure is logged and counted, never raised: the value is served uncached.
+        False also when it is not known: a backend failure (other than an open breaker) is
+        logged and counted, never raised, and the value is served uncached, but callers that
+        joined the load load again (a write may have landed meanwhile).
         """
         try:
             if token is _NO_STORE:
                 return True
+            if token is _UNSURE:
+                return False
             if token is None:
                 self._cache.set(key, data, ttl)
                 return True
@@ -807,7 +827,7 @@ class TypedCache(Generic[T]):
         except BackendError as exc:
             self._backend_errors.incr()
             log.debug("cache_core: store of %r failed; value served uncached: %s", key, exc)
-            return True
+            return _in_outage(exc)
         finally:
             # Any change will do: callers compare it with what they read before their miss.
             self._stores += 1

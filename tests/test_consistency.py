@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,3 +420,26 @@ def test_breaker_probes_spread_and_caches_come_back_quickly(fault_server: RedisS
 
 def test_circuit_breaker_default_reset_is_short() -> None:
     assert CircuitBreaker().reset_timeout == 1.0
+
+
+class CountingClient(redis.Redis):
+    """A real client that counts the commands (round trips) it sends."""
+
+    sent: typing.ClassVar[list[str]] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        type(self).sent.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+def test_fences_cost_no_round_trip_on_a_hit_and_one_on_a_load(redis_server: RedisServer) -> None:
+    client = CountingClient(host="127.0.0.1", port=redis_server.port)
+    typed: TypedCache[Any] = TypedCache(RedisCache(client, prefix="rt"))
+    typed.get_or_set("warm-up", lambda: "v")  # connect and load the scripts outside the counts
+    CountingClient.sent = []
+    assert typed.get_or_set("k", lambda: "v") == "v"
+    assert CountingClient.sent == ["GET", "EVALSHA", "EVALSHA"]  # miss, fence, fenced store
+    CountingClient.sent = []
+    assert typed.get_or_set("k", lambda: "other") == "v"
+    assert CountingClient.sent == ["GET"]  # a hit: as before fences
+    client.close()

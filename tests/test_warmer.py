@@ -62,6 +62,13 @@ class CountingCache(MemoryCache):
             raise BackendError("redis MSET failed: simulated")
         super().mset_with_ttls(entries)
 
+    def mset_fenced(self, entries: Any, tokens: Any) -> frozenset[str]:
+        # The warmer stores through fences (a write during the batch's load wins).
+        self.msets += 1
+        if self.msets - 1 in self.fail_msets:
+            raise BackendError("redis MSET failed: simulated")
+        return super().mset_fenced(entries, tokens)
+
     def set(self, key: str, value: bytes, ttl: Any = None) -> None:
         self.sets += 1
         super().set(key, value, ttl)
