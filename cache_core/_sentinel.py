@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 import redis
+from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
@@ -223,38 +224,56 @@ class SentinelGuard:
     def write(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run the write ``fn``, then ``WAIT`` for the replicas on the connection it used.
 
-        ``fn`` may send any number of commands (a script, a pipeline): the pool hands this
-        thread one pinned connection for the whole call (``PinningSentinelPool``), so the
-        ``WAIT`` after it covers every write it made.
+        A single client method or script is pipelined with its ``WAIT`` (one round trip).
+        Anything else may send any number of commands (a pipeline, several scripts): the pool
+        hands this thread one pinned connection for the whole call (``PinningSentinelPool``),
+        so the ``WAIT`` after it covers every write it made.
         """
         pool = self.client.connection_pool
         if not isinstance(pool, PinningSentinelPool):
             return fn(*args, **kwargs)
         with self._lock:
             master, need = self._master, self._required
+        if isinstance(fn, Script) or getattr(fn, "__self__", None) is self.client:
+            # One command (the usual set/delete): pipelined with its WAIT, one round trip.
+            pipe: Any = self.client.pipeline(transaction=False)
+            if isinstance(fn, Script):
+                script: Any = fn
+                script(*args, client=pipe, **kwargs)
+            else:
+                getattr(pipe, fn.__name__)(*args, **kwargs)
+            if need:
+                pipe.execute_command("WAIT", need, self.ack_ms)
+            conn = pipe.connection = pool.get_connection()
+            replies = pipe.execute()  # releases conn
+            self._confirm(master, f"{conn.host}:{conn.port}", need, replies[-1] if need else 0)
+            return replies[0]
         with pool.pinned() as conn:
             result = fn(*args, **kwargs)
-            where = f"{conn.host}:{conn.port}"
-            if where != master:
-                # The pool reached a server Sentinel no longer (or not yet) names: its
-                # replica count is not ``need``, so nothing confirms this write.
+            acked = 0
+            if need:
+                conn.send_command("WAIT", need, self.ack_ms)
+                acked = conn.read_response()
+            self._confirm(master, f"{conn.host}:{conn.port}", need, acked)
+        return result
+
+    def _confirm(self, master: str, where: str, need: int, acked: Any) -> None:
+        """Raise ``ReplicaAckError`` unless the write reached ``master`` and ``need`` replicas."""
+        if where != master:
+            # The pool reached a server Sentinel no longer (or not yet) names: its replica
+            # count is not ``need``, so nothing confirms this write.
+            self.unconfirmed += 1
+            raise ReplicaAckError(
+                f"the write went to {where} while Sentinel names {master} as the primary"
+            )
+        if need and int(acked) < need:
+            self._recount()
+            if int(acked) < self._required:
                 self.unconfirmed += 1
                 raise ReplicaAckError(
-                    f"the write went to {where} while Sentinel names {master} as the primary"
+                    f"{int(acked)} of {need} replicas confirmed the write on {master} within "
+                    f"{self.ack_ms} ms; a failover may be under way"
                 )
-            if not need:
-                return result
-            conn.send_command("WAIT", need, self.ack_ms)
-            acked = int(conn.read_response())
-            if acked < need:
-                self._recount()
-                if acked < self._required:
-                    self.unconfirmed += 1
-                    raise ReplicaAckError(
-                        f"{acked} of {need} replicas confirmed the write on {master} within "
-                        f"{self.ack_ms} ms; a failover may be under way"
-                    )
-        return result
 
     # -- the watcher -------------------------------------------------------------------------
 
