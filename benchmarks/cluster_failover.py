@@ -1,6 +1,6 @@
 """Failover figures of issue 15 on real processes, at the issue's full size.
 
-    .venv/bin/python -m benchmarks.cluster_failover [--only kill,reshard,planned,crash]
+    .venv/bin/python -m benchmarks.cluster_failover [--only kill,reshard,planned,crash,cost]
         [--threads 16] [--keys 1000] [--slots 2000] [--runs 1]
 
 Starts its own 3 primaries + 3 replicas cluster (node timeout 1000 ms, full coverage no) and
@@ -15,7 +15,9 @@ its own Sentinel setup (1 primary, 1 replica, 1 sentinel) in a temporary directo
   MGETs and lease-locked get_or_set (target: 0 breaker openings, 0 caller errors);
 - planned: ``SENTINEL FAILOVER`` under writes (target: 0 acknowledged deletes undone, 0
   acknowledged sets lost);
-- crash: SIGKILL of the primary behind Sentinel (target: back within 1 s of the switch).
+- crash: SIGKILL of the primary behind Sentinel (target: back within 1 s of the switch);
+- cost: a cluster GET hit with per-node breakers vs none, and set/get behind Sentinel (WAIT)
+  vs a plain URL on the same primary (interleaved medians).
 
 Prints one line per figure and a JSON summary. Results go to BENCHMARKS.md by hand.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import tempfile
 import threading
 import time
@@ -222,9 +225,62 @@ def run_crash(harness: SentinelHarness, threads: int) -> dict[str, Any]:
     }
 
 
+def _interleaved(fns: dict[str, Any], rounds: int = 30, inner: int = 100) -> dict[str, float]:
+    """Median microseconds per call of each fn, rounds alternating their order."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        order = list(fns) if r % 2 else list(reversed(list(fns)))
+        for name in order:
+            start = time.perf_counter()
+            for _ in range(inner):
+                fns[name]()
+            samples[name].append((time.perf_counter() - start) / inner * 1e6)
+    return {name: round(statistics.median(v), 1) for name, v in samples.items()}
+
+
+def run_cost_cluster(harness: ReplicatedClusterHarness) -> dict[str, Any]:
+    """A cluster GET hit with per-node breakers vs without a breaker vs raw redis-py."""
+    from redis.cluster import RedisCluster
+
+    port = harness.primaries()[0]
+    node_breakers = RedisCache.from_url(harness.url, prefix="cost")
+    no_breaker = RedisCache.from_url(harness.url, prefix="cost", breaker=None)
+    raw = RedisCluster(host=HOST, port=port)
+    node_breakers.set("k", b"v")
+    result = _interleaved(
+        {
+            "raw RedisCluster.get us": lambda: raw.get("cost:k"),
+            "RedisCache.get, no breaker us": lambda: no_breaker.get("k"),
+            "RedisCache.get, per-node breakers us": lambda: node_breakers.get("k"),
+        }
+    )
+    raw.close()
+    node_breakers.close()
+    no_breaker.close()
+    return result
+
+
+def run_cost_sentinel(harness: SentinelHarness) -> dict[str, Any]:
+    """set/get through redis+sentinel:// (WAIT for the replica) vs redis:// on the same primary."""
+    sentinel = RedisCache.from_url(harness.url, prefix="cost")
+    plain = RedisCache.from_url(f"redis://{HOST}:{harness.master_port()}/0", prefix="cost")
+    plain.set("k", b"v")
+    result = _interleaved(
+        {
+            "redis:// set us": lambda: plain.set("k", b"v"),
+            "redis+sentinel:// set us": lambda: sentinel.set("k", b"v"),
+            "redis:// get us": lambda: plain.get("k"),
+            "redis+sentinel:// get us": lambda: sentinel.get("k"),
+        }
+    )
+    sentinel.close()
+    plain.close()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="kill,reshard,planned,crash")
+    parser.add_argument("--only", default="kill,reshard,planned,crash,cost")
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--slots", type=int, default=2000)
@@ -233,7 +289,7 @@ def main() -> None:
     only = set(args.only.split(","))
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        if only & {"kill", "reshard"}:
+        if only & {"kill", "reshard", "cost"}:
             cluster = ReplicatedClusterHarness(Path(tmp) / "cluster").start()
             try:
                 for _ in range(args.runs):
@@ -245,9 +301,13 @@ def main() -> None:
                         r = run_reshard(cluster, args.threads, args.slots)
                         results.setdefault("reshard", []).append(r)
                         print("reshard", json.dumps(r), flush=True)
+                    if "cost" in only:
+                        r = run_cost_cluster(cluster)
+                        results.setdefault("cost cluster", []).append(r)
+                        print("cost cluster", json.dumps(r), flush=True)
             finally:
                 cluster.stop()
-        if only & {"planned", "crash"}:
+        if only & {"planned", "crash", "cost"}:
             sentinel = SentinelHarness(Path(tmp) / "sentinel").start()
             try:
                 for _ in range(args.runs):
@@ -259,6 +319,10 @@ def main() -> None:
                         r = run_crash(sentinel, args.threads)
                         results.setdefault("crash", []).append(r)
                         print("crash", json.dumps(r), flush=True)
+                    if "cost" in only:
+                        r = run_cost_sentinel(sentinel)
+                        results.setdefault("cost sentinel", []).append(r)
+                        print("cost sentinel", json.dumps(r), flush=True)
             finally:
                 sentinel.stop()
     print(json.dumps(results, indent=1))

@@ -8,9 +8,10 @@ on the cache (lease locks, shared bloom filters), because they all call ``RedisC
 
 A failover is a change of route, not a recovery: once the client's slot table (or Sentinel)
 names the promoted replica, keys route to a node whose breaker is closed and are served at
-once, while the dead node's breaker stays open. While any node's breaker is open, the
-cluster router refreshes the slot table at most every ``refresh_interval`` seconds from the
-calling thread (no calls reach the dead node, so redis-py would not learn of the promotion).
+once, while the dead node's breaker stays open. When a call is about to be refused because
+its node's breaker is open, the router refreshes the topology first (at most every
+``refresh_interval`` seconds, from the calling thread: no calls reach the dead node, so
+redis-py would not learn of the promotion) and the call is routed again.
 """
 
 from __future__ import annotations
@@ -73,18 +74,15 @@ class ClusterRouter:
 
     def nodes_for(self, keys: Iterable[Any]) -> list[str]:
         client: Any = self._client
-        manager = client.nodes_manager
+        # The slot table redis-py routes by (replaced whole on a refresh, patched on MOVED);
+        # read without its lock: 0.3 us instead of 4.5 us for get_node_from_slot.
+        slots = client.nodes_manager.slots_cache
         names: list[str] = []
-        seen_slots: set[int] = set()
         for key in keys:
-            slot = client.keyslot(key)
-            if slot in seen_slots:
-                continue
-            seen_slots.add(slot)
-            try:
-                name = manager.get_node_from_slot(slot).name
-            except Exception:  # slot not covered in the table: let redis-py decide and fail
-                continue
+            owners = slots.get(client.keyslot(key))
+            if not owners:
+                continue  # slot not covered in the table: let redis-py decide and fail
+            name = owners[0].name
             if name not in names:
                 names.append(name)
         return names
@@ -126,9 +124,6 @@ class NodeBreakers:
         """Every node breaker created so far, by node name."""
         with self._lock:
             return dict(self._by_node)
-
-    def any_open(self) -> bool:
-        return any(b.state != "closed" for b in list(self._by_node.values()))
 
     @property
     def opened_count(self) -> int:

@@ -119,6 +119,19 @@ def _route_keys(fn: Any, args: tuple[Any, ...]) -> list[Any] | None:
     return keys or None
 
 
+def _allow_all(breakers: list[CircuitBreaker]) -> None:
+    """``allow()`` each breaker; if one refuses, free the probes the others granted."""
+    allowed: list[CircuitBreaker] = []
+    try:
+        for b in breakers:
+            b.allow()
+            allowed.append(b)
+    except CircuitOpenError:
+        for b in allowed:
+            b.abandon()
+        raise
+
+
 def _short_retry() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
@@ -370,20 +383,23 @@ class RedisCache:
         nodes = self._nodes
         router = self._router
         names: list[str] = []
-        if nodes is not None and router is not None:
-            if nodes.any_open():
-                router.refresh()  # throttled: learn a promotion the dead node cannot tell us
-            names = router.nodes_for(route) if route is not None else []
-        breakers = [nodes.get(n) for n in names] if nodes is not None else []
-        allowed: list[CircuitBreaker] = []
-        try:
-            for b in breakers:
-                b.allow()
-                allowed.append(b)
-        except CircuitOpenError:
-            for b in allowed:
-                b.abandon()
-            raise
+        breakers: list[CircuitBreaker] = []
+        if nodes is not None and router is not None and route is not None:
+            route = list(route)
+            names = router.nodes_for(route)
+            breakers = [nodes.get(n) for n in names]
+            try:
+                _allow_all(breakers)
+            except CircuitOpenError:
+                # The node may have been replaced (a promoted replica): learn the topology
+                # (throttled) and route again before refusing the call.
+                router.refresh()
+                fresh = router.nodes_for(route)
+                if fresh == names:
+                    raise
+                names = fresh
+                breakers = [nodes.get(n) for n in names]
+                _allow_all(breakers)
         guard = self._guard if op in _WRITE_OPS else None
         deadline = 0.0
         while True:
