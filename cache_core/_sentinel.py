@@ -4,9 +4,12 @@ During a planned ``SENTINEL FAILOVER`` the replica is promoted (~0.2 s), Sentine
 ``+switch-master`` (~1 s) and only then, ~10 s later, makes the old primary a replica; until
 then the old primary accepts writes, and loses them when it resyncs. A write is therefore
 acknowledged only once the replicas it had have confirmed it: every write of a ``RedisCache``
-built from a ``redis+sentinel://`` URL is pipelined with ``WAIT <replicas> <timeout>`` on the
-same connection. A write that fewer replicas confirmed raises ``ReplicaAckError`` (a redis-py
-``ConnectionError``, so a failed delete is remembered and replayed, and the breaker counts it).
+built from a ``redis+sentinel://`` URL is followed by ``WAIT <replicas> <timeout>`` on the
+connection it used (pipelined with it when the write is one command; otherwise the connection
+is pinned to the thread for the whole write, ``PinningSentinelPool``). A write that fewer
+replicas confirmed, or that reached a server Sentinel does not name as the primary, raises
+``ReplicaAckError`` (a redis-py ``ConnectionError``, so a failed delete is remembered and
+replayed, and the breaker counts it).
 
 How many replicas must confirm (``required``): the replicas the primary reports connected
 (``ROLE``). The count rises as soon as a replica connects; it falls only when Sentinel reports
@@ -16,8 +19,9 @@ writes there fail until the switch is seen.
 
 A daemon thread subscribes to the sentinels' ``+switch-master``, ``+sdown`` and ``-sdown``
 and, on a switch of our service, points the connection pool at the new primary at once (idle
-connections to the old one are closed; busy ones are closed when released). Callers also
-re-ask Sentinel (``refresh``, throttled) while the primary's breaker is open.
+connections to the old one are closed; busy ones are closed when released). A call that the
+primary's open breaker would refuse re-asks Sentinel first (``refresh``, throttled). Questions
+to Sentinel are serialized, so an old answer cannot point the cache back at the old primary.
 """
 
 from __future__ import annotations
