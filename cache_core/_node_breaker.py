@@ -38,7 +38,7 @@ class Router(Protocol):
         ...
 
     def refresh(self) -> None:
-        """Learn the current topology (called, throttled, while a node's breaker is open)."""
+        """Learn the current topology (throttled; called when an open breaker would refuse)."""
         ...
 
 
