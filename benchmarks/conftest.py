@@ -74,6 +74,11 @@ def interleaved(
     return result
 
 
+def record(result: Comparison) -> None:
+    """Add a measurement that is not an interleaved ratio (a latency) to the summary."""
+    _RESULTS.append(result)
+
+
 @pytest.fixture
 def compare() -> Iterator[Callable[..., Comparison]]:
     yield interleaved

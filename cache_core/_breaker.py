@@ -35,6 +35,7 @@ from redis.exceptions import AskError, ClusterError, RedisClusterException, TryA
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._fork import after_fork_in_child
 from .errors import CircuitOpenError
 
 __all__ = ["CircuitBreaker", "is_outage", "is_routing", "is_timeout"]
@@ -127,6 +128,7 @@ class CircuitBreaker:
         self._timeouts = 0
         self._probe_delay = self.reset_timeout
         self._lock = threading.Lock()
+        after_fork_in_child(self._after_fork_in_child)
         self._state: State = CLOSED
         self._failures = 0
         self._opened_at = 0.0
@@ -149,6 +151,12 @@ class CircuitBreaker:
             f"CircuitBreaker({self.name!r}, state={self._state}, failures={self._failures}, "
             f"threshold={self.failure_threshold}, reset_timeout={self.reset_timeout})"
         )
+
+    def _after_fork_in_child(self) -> None:
+        # The thread that held the lock, or was probing, does not exist in the child: a probe
+        # "in flight" there would keep the breaker half-open forever.
+        self._lock = threading.Lock()
+        self._probing = False
 
     def allow(self) -> None:
         """Return if a call may go ahead; raise ``CircuitOpenError`` if it may not."""

@@ -17,11 +17,15 @@ the same address, would reuse). ``cls`` of a classmethod is keyed by the class's
 ``{namespace}:gen``; clearing writes a new random token, so every old key becomes unreachable
 and ages out by its TTL. A wrapper re-reads the token at most every ``generation_interval``
 seconds (default 1 s): the hit path pays a clock read, not a cache round trip, and another
-process sees a ``cache_clear()`` within that interval (plus ``l1_ttl`` over a MultiLevelCache,
-whose L1 serves the old token like any other value). A failed token read keeps the last known
-token (fail-open). The token is written with the cache's default TTL: if it expires or is
-evicted, the generation reads as "0" again, and entries written before the first clear could
-be served again if they are still alive; give entries a ``ttl`` to bound that.
+process sees a ``cache_clear()`` within that interval (plus ``l1_ttl`` over a MultiLevelCache
+without invalidation, whose L1 serves the old token like any other value). Over a
+MultiLevelCache with invalidation, the invalidation of the token key also makes the next call
+re-read it at once: other processes see a ``cache_clear()`` (and an ``invalidate()``, a plain
+delete) within the invalidation delay, milliseconds, not the interval. A failed token read
+keeps the last known token (fail-open). The token is written with the cache's default TTL: if
+it expires or is evicted, the generation reads as "0" again, and entries written before the
+first clear could be served again if they are still alive; give entries a ``ttl`` to bound
+that.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
@@ -201,12 +207,12 @@ class Memoized(Generic[P, R]):
         self._lock = threading.Lock()
         self._typed: TypedCache[R] | None = None
         self._byte_cache: Any = None
+        self._generation_key = f"{namespace}:gen"
         if isinstance(cache, TypedCache):
             self._set_cache(cache)
         elif cache is not None:
             # Built now so that a bad byte cache or serializer fails at decoration time.
             self._set_cache(TypedCache(cache, serializer=serializer, **typed_options))
-        self._generation_key = f"{namespace}:gen"
         self._generation = _INITIAL_GENERATION
         self._prefix = self._key_prefix(_INITIAL_GENERATION)
         self._interval = float(generation_interval)
@@ -225,6 +231,9 @@ class Memoized(Generic[P, R]):
     def _set_cache(self, typed: TypedCache[R]) -> None:
         self._byte_cache = typed.cache
         self._typed = typed
+        on_invalidate = getattr(self._byte_cache, "on_invalidate", None)
+        if callable(on_invalidate):
+            on_invalidate(_generation_watcher(weakref.ref(self), self._generation_key))
 
     def _resolve(self) -> TypedCache[R]:
         """The TypedCache, built over ``default_cache()`` on first use if none was given.
@@ -379,6 +388,22 @@ class Memoized(Generic[P, R]):
         except BackendError as exc:
             log.debug("cache_core: refresh of %r could not be stored: %s", key, exc)
         return value
+
+
+def _generation_watcher(
+    ref: weakref.ReferenceType[Memoized[Any, Any]], generation_key: str
+) -> Callable[[list[str] | None], None]:
+    """An ``on_invalidate`` callback: re-read the token on the next call once it was written.
+
+    Holds the wrapper weakly; runs in the invalidation listener's thread (one comparison).
+    """
+
+    def watch(keys: list[str] | None) -> None:
+        memoized = ref()
+        if memoized is not None and (keys is None or generation_key in keys):
+            memoized._generation_due = -math.inf
+
+    return watch
 
 
 class BoundMemoized:

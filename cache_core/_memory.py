@@ -12,6 +12,7 @@ from typing import Any
 from cachetools import TLRUCache
 
 from ._fence import FENCE_TTL, new_token
+from ._fork import after_fork_in_child
 from ._validate import (
     MISSING,
     TTL,
@@ -42,7 +43,7 @@ class MemoryCache:
     one lock for a few dict operations only; no user code ever runs under it.
     """
 
-    __slots__ = ("_data", "_default_ttl", "_fences", "_lock", "_maxsize", "_timer")
+    __slots__ = ("__weakref__", "_data", "_default_ttl", "_fences", "_lock", "_maxsize", "_timer")
 
     def __init__(
         self,
@@ -64,6 +65,11 @@ class MemoryCache:
         self._lock = threading.Lock()
         # key -> (fence token, expiry on ``timer``); see _fence. Every write drops the key's.
         self._fences: dict[str, tuple[str, float]] = {}
+        after_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        # A thread of the parent may have held the lock at the fork; it does not exist here.
+        self._lock = threading.Lock()
 
     @property
     def maxsize(self) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from ._fork import after_fork_in_child
 from ._stats import Counter
 from ._validate import (
     MISSING,
@@ -49,13 +51,37 @@ class MultiLevelCache:
     under one lock: a write or delete that lands in the middle of another thread's promotion
     or write wins, so a deleted or overwritten value is never resurrected in L1.
 
-    Within one process L1 is coherent with this cache's own writes. Writes made by other
-    processes reach L1 only when its entry expires: ``l1_ttl`` bounds that staleness. While L2
-    is unreachable, reads keep being served from L1 and writes still fill L1 (for at most
-    ``l1_ttl``) while raising the L2's ``BackendError`` to the writer.
+    Within one process L1 is coherent with this cache's own writes. Writes made by anyone
+    else (other processes, ``redis-cli``, expiry, eviction, other caches in this process):
+
+    * ``invalidation=True`` (the default) and an L2 that offers ``invalidation_listener()``
+      (``RedisCache``): Redis' broadcast key tracking tells a shared listener thread, which
+      drops the keys from L1 (milliseconds after the write). An L2 read that races an
+      invalidation never installs the old value (the invalidation bumps the key's epoch).
+      While the listener is not subscribed (starting, reconnecting, dead connection, missed
+      pong, after a fork) L1 is bypassed: reads go to L2 and nothing is promoted. L1 answers
+      only when L2 fails too (stale-if-error, as without invalidation), and it is flushed
+      when the listener is back. ``FLUSHDB``/``FLUSHALL`` flush L1.
+    * otherwise (``invalidation=False``, or an L2 without a listener): they reach L1 only when
+      its entry expires.
+
+    Either way ``l1_ttl`` bounds the staleness if everything else fails. While L2 is
+    unreachable, reads of keys in L1 are still answered from it, and writes still fill L1
+    (for at most ``l1_ttl``) while raising the L2's ``BackendError`` to the writer.
+
+    ``on_invalidate(callback)`` lets a layer above hear the keys dropped by invalidations
+    (``None``: everything); ``close()`` unsubscribes from the listener.
     """
 
-    def __init__(self, l1: Any, l2: Any, *, l1_ttl: TTL, l2_ttl: TTL | None = None) -> None:
+    def __init__(
+        self,
+        l1: Any,
+        l2: Any,
+        *,
+        l1_ttl: TTL,
+        l2_ttl: TTL | None = None,
+        invalidation: bool = True,
+    ) -> None:
         for name, cache in (("l1", l1), ("l2", l2)):
             missing = [
                 m for m in ("get", "set", "delete", "exists", "clear", "mget", "mset", "mdelete")
@@ -82,6 +108,138 @@ class MultiLevelCache:
         self._l1_hits = Counter()
         self._l2_hits = Counter()
         self._misses = Counter()
+        # Whether L1 may be read and filled: always without a listener; with one, only while
+        # it is subscribed. Read without the lock on the hit path (one attribute load).
+        self._trusted = True
+        self._callbacks: list[Callable[[list[str] | None], None]] = []
+        # key -> values of our writes sent to L2 whose invalidations have not come back yet
+        self._own_writes: dict[str, list[bytes]] = {}
+        self._listener: Any = None
+        after_fork_in_child(self._after_fork_in_child)
+        if invalidation:
+            seam = getattr(l2, "invalidation_listener", None)
+            listener = seam() if callable(seam) else None
+            if listener is not None:
+                self._trusted = False
+                self._listener = listener
+                listener.add(self)  # reports its state to us at once, then on every change
+                # A cache built while Redis is up starts with a working L1; one built while it
+                # is down starts bypassed, after a bounded wait.
+                listener.wait_connected(1.0)
+
+    # -- invalidation ------------------------------------------------------------------------
+
+    @property
+    def invalidation(self) -> bool:
+        """Whether a listener keeps L1 coherent with every write (else only ``l1_ttl`` does)."""
+        return self._listener is not None
+
+    @property
+    def l1_trusted(self) -> bool:
+        """Whether L1 is in use now (False while the invalidation listener is not subscribed)."""
+        return self._trusted
+
+    def invalidation_state(self, connected: bool) -> None:
+        """Listener callback: writes are heard again (True) or may go unheard (False)."""
+        with self._lock:
+            # Both ways, the reads in flight are dropped: what they read may predate a write
+            # whose invalidation was lost. Going down, L1 is kept only as the answer of last
+            # resort while L2 fails (see ``get``); coming back, it is flushed: it may hold
+            # values whose invalidations were lost while the listener was away.
+            self._trusted = connected
+            self._own_writes = {}  # their invalidations went to a connection that is gone
+            self._invalidate(list(self._reading))
+            if connected:
+                self._l1.clear()
+        if not connected:
+            self._notify(None)
+
+    def invalidate(self, keys: list[str] | None) -> None:
+        """Listener callback: ``keys`` were written by someone (``None``: FLUSHDB/FLUSHALL)."""
+        with self._lock:
+            if keys is None:
+                self._own_writes = {}
+                self._invalidate(list(self._reading))
+                self._l1.clear()
+            else:
+                dropped, stale = keys, []
+                if self._own_writes:
+                    dropped = []
+                    for key in keys:
+                        mine = self._own_write_heard(key)
+                        if mine is None:
+                            dropped.append(key)
+                        elif self._l1.get(key, None) not in mine:
+                            stale.append(key)
+                self._invalidate(dropped)
+                self._drop_from_l1(dropped + stale)
+        self._notify(keys)
+
+    def _own_write_heard(self, key: str) -> list[bytes] | None:
+        """Consume one pending write of ours to ``key``: the values pending before, or None.
+
+        Caller holds the lock. Invalidations arrive in the order Redis ran the writes. The one
+        consumed here is our write's own, or that of a write that ran before ours (which ours
+        overwrote): either way the value our write puts in L1 is still the newest, so the
+        epoch is left alone and the write's L1 step goes ahead. L1 keeps the key only if it
+        already holds one of our values; anything older is dropped now. A write that ran after
+        ours comes after our own invalidation, finds nothing to consume, and drops the key.
+        """
+        pending = self._own_writes.get(key)
+        if not pending:
+            return None
+        mine = list(pending)
+        pending.pop(0)
+        if not pending:
+            del self._own_writes[key]
+        return mine
+
+    def _drop_from_l1(self, keys: list[str]) -> None:
+        try:
+            self._l1.mdelete(keys)
+        except Exception:
+            # A key someone else wrote need not be a valid key of ours: drop the others.
+            for key in keys:
+                try:
+                    self._l1.delete(key)
+                except Exception:
+                    continue
+
+    def on_invalidate(self, callback: Callable[[list[str] | None], None]) -> None:
+        """Call ``callback(keys)`` in the listener thread after ``keys`` left L1 (None: all).
+
+        Also called with None when the listener disconnects. Keep it short: it delays the
+        next invalidation.
+        """
+        self._callbacks.append(callback)
+
+    def _notify(self, keys: list[str] | None) -> None:
+        for callback in self._callbacks:
+            callback(keys)
+
+    def close(self) -> None:
+        """Stop hearing invalidations: L1 is bypassed from now on (answers only when L2 fails)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.remove(self)
+            self.invalidation_state(False)
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread may have held the lock or been promoting a key; the child's listener
+        # starts from scratch and misses everything written until it subscribes.
+        self._lock = threading.Lock()
+        self._reading = {}
+        self._own_writes = {}
+        if self._listener is not None:
+            self._trusted = False
+        with contextlib.suppress(Exception):
+            self._l1.clear()
+
+    def _untrusted(self) -> None:
+        """On the bypass path: make sure a listener exists to end the bypass (after a fork)."""
+        listener = self._listener
+        if listener is not None:
+            listener.ensure_running()
 
     def stats(self) -> MultiLevelStats:
         return MultiLevelStats(self._l1_hits.value, self._l2_hits.value, self._misses.value)
@@ -107,7 +265,10 @@ class MultiLevelCache:
         return default if isinstance(default, float | int) else None
 
     def __repr__(self) -> str:
-        return f"MultiLevelCache(l1={self._l1!r}, l2={self._l2!r}, l1_ttl={self._l1_ttl})"
+        return (
+            f"MultiLevelCache(l1={self._l1!r}, l2={self._l2!r}, l1_ttl={self._l1_ttl}, "
+            f"invalidation={self._listener is not None})"
+        )
 
     # -- TTL arithmetic ----------------------------------------------------------------------
 
@@ -140,9 +301,10 @@ class MultiLevelCache:
         # overwrites or deletes what was promoted). Both end with L1 agreeing with the write.
         with self._lock:
             try:
+                trusted = self._trusted
                 for key, (reading, epoch) in started.items():
                     hit = hits.get(key)
-                    if hit is not None and reading.epoch == epoch:
+                    if hit is not None and reading.epoch == epoch and trusted:
                         left = hit[1]
                         if left is None or left > 0:
                             self._l1.set(key, hit[0], ttl=self._l1_seconds(left))
@@ -163,10 +325,28 @@ class MultiLevelCache:
     # -- Cache -------------------------------------------------------------------------------
 
     def get(self, key: str, default: Any = MISSING) -> Any:
-        value = self._l1.get(key, None)
-        if value is not None:
-            self._l1_hits.incr()
-            return value
+        if self._trusted:
+            value = self._l1.get(key, None)
+            if value is not None:
+                self._l1_hits.incr()
+                return value
+        else:
+            check_key(key)
+            self._untrusted()
+            try:
+                hit = self._read_l2([key]).get(key)
+            except BackendError:
+                value = self._l1.get(key, None)  # stale-if-error: L2 cannot answer either
+                if value is None:
+                    raise
+                self._l1_hits.incr()
+                return value
+            if hit is None:
+                self._misses.incr()
+                if default is MISSING:
+                    raise CacheMiss(key)
+                return default
+            return hit
         check_key(key)  # after the L1 lookup: a key set() refuses is never in L1
         hit = self._read_l2([key]).get(key)
         if hit is None:
@@ -202,8 +382,12 @@ class MultiLevelCache:
         self._write(lambda: self._l2.set(key, value, ttl=seconds), {key: (value, seconds)})
 
     def _write(
-        self, write_l2: Callable[[], object], entries: dict[str, tuple[bytes, float | None]]
-    ) -> None:
+        self,
+        write_l2: Callable[[], object],
+        entries: dict[str, tuple[bytes, float | None]],
+        *,
+        fenced: bool = False,
+    ) -> frozenset[str]:
         """Write L2, then L1: the one write path of set, mset and mset_with_ttls.
 
         If L2 is unreachable (``BackendError``: down, or its breaker open) the error is raised,
@@ -214,20 +398,49 @@ class MultiLevelCache:
         Writes take part in the same epochs as promotions: if another write or a delete of a
         key lands between this write's L2 step and its L1 step, this write does not put its
         value in L1 but drops the key there (the next read promotes whatever L2 holds).
+
+        ``fenced``: ``write_l2`` is a fenced store returning the keys L2 took; the others lost to
+        a write (no invalidation of ours will come for them) and leave L1. Returns the keys
+        written.
         """
         started = self._begin_reads(entries)
+        own = self._listener is not None and self._trusted
+        if own:  # before the write runs: its invalidation may arrive before write_l2 returns
+            with self._lock:
+                for key, (value, _) in entries.items():
+                    self._own_writes.setdefault(key, []).append(value)
         try:
             try:
-                write_l2()
+                result = write_l2()
             except BackendError:
-                self._put_l1(started, entries)
+                self._forget_own_writes(own, entries)
+                self._put_l1(started, entries, l2_failed=True)
                 raise
             except BaseException:
+                self._forget_own_writes(own, entries)
                 self._drop_l1(list(entries))
                 raise
+            if fenced:
+                assert isinstance(result, frozenset)
+                refused = [k for k in entries if k not in result]
+                if refused:
+                    self._forget_own_writes(own, refused)
+                    self._drop_l1(refused)
+                    entries = {k: v for k, v in entries.items() if k in result}
             self._put_l1(started, entries)
+            return frozenset(entries)
         finally:
             self._end_reads(started, {})
+
+    def _forget_own_writes(self, own: bool, entries: Iterable[str]) -> None:
+        """A write that failed may not have run: no invalidation of it may be waited for.
+
+        If it did run, its invalidation now drops the key from L1: a miss, never a stale hit.
+        """
+        if own:
+            with self._lock:
+                for key in entries:
+                    self._own_write_heard(key)
 
     # -- fences: the L2's, so a store of a loaded value loses to writes of any process --------
 
@@ -247,24 +460,12 @@ class MultiLevelCache:
         check_key(key)
         value = check_value(value)
         seconds = self._l2_seconds(ttl)
-        entries = {key: (value, seconds)}
-        started = self._begin_reads(entries)
-        try:
-            try:
-                stored = bool(self._l2.set_fenced(key, value, seconds, token))
-            except BackendError:
-                self._put_l1(started, entries)
-                raise
-            except BaseException:
-                self._drop_l1([key])
-                raise
-            if stored:
-                self._put_l1(started, entries)
-            else:
-                self._drop_l1([key])
-            return stored
-        finally:
-            self._end_reads(started, {})
+
+        def write_l2() -> frozenset[str]:
+            stored = self._l2.set_fenced(key, value, seconds, token)
+            return frozenset((key,)) if stored else frozenset()
+
+        return key in self._write(write_l2, {key: (value, seconds)}, fenced=True)
 
     def fence_many(self, keys: Iterable[str]) -> dict[str, str | None]:
         """The L2's fence tokens for a batch (all None when the L2 has no fences)."""
@@ -277,34 +478,24 @@ class MultiLevelCache:
     ) -> frozenset[str]:
         """Store loaded values in L2 where their fences hold, then those in L1."""
         checked = check_entries(entries, self.default_ttl)
-        started = self._begin_reads(checked)
-        try:
-            try:
-                stored = frozenset(self._l2.mset_fenced(checked, tokens))
-            except BackendError:
-                self._put_l1(started, checked)
-                raise
-            except BaseException:
-                self._drop_l1(list(checked))
-                raise
-            self._put_l1(started, {k: v for k, v in checked.items() if k in stored})
-            refused = [k for k in checked if k not in stored]
-            if refused:
-                self._drop_l1(refused)
-            return stored
-        finally:
-            self._end_reads(started, {})
+        return self._write(
+            lambda: frozenset(self._l2.mset_fenced(checked, tokens)), checked, fenced=True
+        )
 
     def _put_l1(
         self,
         started: dict[str, tuple[_Reading, int]],
         entries: dict[str, tuple[bytes, float | None]],
+        *,
+        l2_failed: bool = False,
     ) -> None:
         with self._lock:
             overtaken: list[str] = []
+            # Untrusted, L1 keeps only what L2 could not take: the answers of last resort.
+            trusted = self._trusted or l2_failed
             for key, (value, seconds) in entries.items():
                 reading, epoch = started[key]
-                if reading.epoch == epoch:
+                if reading.epoch == epoch and trusted:
                     self._l1.set(key, value, ttl=self._l1_seconds(seconds))
                 else:  # a concurrent write or delete came after ours: L1 must not keep ours
                     overtaken.append(key)
@@ -326,7 +517,14 @@ class MultiLevelCache:
         return removed or removed_l1 > 0
 
     def exists(self, key: str) -> bool:
-        return bool(self._l1.exists(key)) or bool(self._l2.exists(key))
+        if self._trusted:
+            return bool(self._l1.exists(key)) or bool(self._l2.exists(key))
+        try:
+            return bool(self._l2.exists(key))
+        except BackendError:
+            if self._l1.exists(key):
+                return True
+            raise
 
     def clear(self) -> int:
         """Clear L2 (the count is L2's, the shared truth), then L1."""
@@ -342,7 +540,20 @@ class MultiLevelCache:
 
     def mget(self, keys: Iterable[str]) -> dict[str, bytes]:
         wanted = check_keys(keys)
-        found = self._l1.mget(wanted)
+        if self._trusted:
+            found = self._l1.mget(wanted)
+        else:
+            self._untrusted()
+            try:
+                from_l2 = self._read_l2(list(dict.fromkeys(wanted)))
+            except BackendError:
+                found = self._l1.mget(wanted)  # stale-if-error, when L1 has every key
+                if len(found) < len(set(wanted)):
+                    raise
+                self._l1_hits.add(len(found))
+                return dict(found)
+            self._misses.add(len(set(wanted)) - len(from_l2))
+            return from_l2
         self._l1_hits.add(len(found))
         if len(found) < len(wanted):
             missing = [k for k in dict.fromkeys(wanted) if k not in found]

@@ -25,6 +25,7 @@ from typing import Any, Final, Protocol
 from redis.cluster import RedisCluster
 
 from ._breaker import CircuitBreaker
+from ._fork import after_fork_in_child
 
 __all__ = ["ClusterRouter", "NodeBreakers", "Router", "failed_node"]
 
@@ -71,6 +72,10 @@ class ClusterRouter:
         self._clock = clock
         self._last_refresh = clock()
         self._refreshing = threading.Lock()
+        after_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._refreshing = threading.Lock()  # a refresh may have been running in another thread
 
     def nodes_for(self, keys: Iterable[Any]) -> list[str]:
         client: Any = self._client
@@ -109,6 +114,10 @@ class NodeBreakers:
         self.template = template
         self._lock = threading.Lock()
         self._by_node: dict[str, CircuitBreaker] = {}
+        after_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # the breakers reset themselves (CircuitBreaker)
 
     def get(self, node: str) -> CircuitBreaker:
         breaker = self._by_node.get(node)

@@ -31,6 +31,8 @@ from ._fence import (
     fence_shares_slot,
     new_token,
 )
+from ._fork import after_fork_in_child
+from ._invalidation import ClusterInvalidationListener, InvalidationListener, listener_for
 from ._node_breaker import ClusterRouter, NodeBreakers, Router, failed_node
 from ._sentinel import SentinelGuard
 from ._urls import parse_url
@@ -211,6 +213,7 @@ class RedisCache:
         if breaker is not None and isinstance(client, RedisCluster):
             self._router = ClusterRouter(client)
             self._nodes = NodeBreakers(breaker)
+        after_fork_in_child(self._after_fork_in_child)
 
     @classmethod
     def from_url(
@@ -296,11 +299,26 @@ class RedisCache:
         """The Redis key that holds ``key`` (``prefix:key``)."""
         return self._kp + check_key(key)
 
+    def _after_fork_in_child(self) -> None:
+        # A replay of deletes (network I/O under the lock) may have been running in a thread
+        # that the child does not have. The pending deletes themselves stay: still owed.
+        self._pending_lock = threading.Lock()
+        self._replay_lock = threading.Lock()
+
+    def invalidation_listener(self) -> InvalidationListener | ClusterInvalidationListener:
+        """The shared listener that hears every write under this cache's prefix, by anyone.
+
+        One per client and prefix (see ``_invalidation``; on a cluster, one connection per
+        primary); ``MultiLevelCache`` subscribes its L1 to it.
+        """
+        return listener_for(self._client, self._kp, cluster=self._cluster)
+
     def close(self) -> None:
         """Close the client if this cache built it (``from_url``); a caller's client stays open."""
         if self._guard is not None:
             self._guard.close()
         if self._owns_client:
+            self.invalidation_listener().close()
             self._client.close()
 
     def __enter__(self) -> RedisCache:

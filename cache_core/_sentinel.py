@@ -39,6 +39,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from ._fork import after_fork_in_child
+
 __all__ = ["PinningSentinelPool", "ReplicaAckError", "SentinelGuard"]
 
 log = logging.getLogger("cache_core")
@@ -62,6 +64,10 @@ class PinningSentinelPool(SentinelConnectionPool):
     def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
         super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
         self._pins = threading.local()
+        after_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._pins = threading.local()  # a pin of the forking thread is the parent's connection
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         pinned = getattr(self._pins, "conn", None)
@@ -130,11 +136,27 @@ class SentinelGuard:
                 service,
                 exc,
             )
+        self._watching = watch
         if watch:
-            self._thread = threading.Thread(
-                target=self._watch, name=f"cache_core sentinel {service}", daemon=True
-            )
-            self._thread.start()
+            self._start_watcher()
+        after_fork_in_child(self._after_fork_in_child)
+
+    def _start_watcher(self) -> None:
+        self._thread = threading.Thread(
+            target=self._watch, name=f"cache_core sentinel {self.service}", daemon=True
+        )
+        self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # The watcher thread did not survive the fork and a lock may have been held: drop
+        # both; the child's first routed call starts a watcher of its own (nodes_for).
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._thread = None
+        stopped = self._stop.is_set()
+        self._stop = threading.Event()
+        if stopped:
+            self._stop.set()
 
     # -- topology ----------------------------------------------------------------------------
 
@@ -150,6 +172,10 @@ class SentinelGuard:
 
     def nodes_for(self, keys: object) -> list[str]:
         """Every key lives on the current primary (the ``Router`` protocol)."""
+        if self._thread is None and self._watching and not self._stop.is_set():
+            with self._lock:
+                if self._thread is None:  # a forked child: start its own watcher
+                    self._start_watcher()
         return [self._master] if self._master else []
 
     def refresh(self) -> None:

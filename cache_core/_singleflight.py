@@ -5,10 +5,12 @@ Semantics follow Go's ``golang.org/x/sync/singleflight.Group.Do``.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+from ._fork import after_fork_in_child
 from .errors import CacheError
 
 __all__ = ["Singleflight", "SingleflightInterrupted"]
@@ -93,11 +95,35 @@ class Singleflight:
     The value is one object handed to every caller; mutate it only if ``fn`` returns a copy per
     call. A re-entrant ``do`` for the same key from inside ``fn`` raises RuntimeError (it would
     wait for itself forever). No lock is held while ``fn`` runs.
+
+    Waits are bounded: a caller that waited ``wait_timeout`` seconds (60 by default) for a
+    leader stops waiting and runs ``fn`` itself, alone (``shared`` False), so a leader stuck in
+    a hung ``fn`` delays its followers by that much, not forever. ``None`` waits without bound.
+
+    Fork: a child process starts with no call in flight (the leaders' threads do not exist
+    there), so the child's first caller of a key that was loading in the parent leads its own
+    call at once instead of waiting for a thread that will never finish.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, wait_timeout: float | None = 60.0) -> None:
+        if wait_timeout is not None and (
+            isinstance(wait_timeout, bool)
+            or not isinstance(wait_timeout, int | float)
+            or not 0 < wait_timeout < math.inf
+        ):
+            raise ValueError(
+                f"wait_timeout must be a finite number > 0 or None, got {wait_timeout!r}"
+            )
+        self._wait_timeout = None if wait_timeout is None else float(wait_timeout)
         self._lock = threading.Lock()
         self._calls: dict[Hashable, _Call] = {}
+        after_fork_in_child(self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        # Only the forking thread exists in the child: no leader will ever finish the calls in
+        # the map, and the lock may be held by a thread that is gone.
+        self._lock = threading.Lock()
+        self._calls = {}
 
     def __repr__(self) -> str:
         with self._lock:
@@ -120,7 +146,10 @@ class Singleflight:
                 leader = False
         if leader:
             return self._lead(key, call, fn)
-        call.done.wait()
+        if not call.done.wait(self._wait_timeout):
+            with self._lock:
+                call.dups -= 1
+            return fn(), False
         return self._result(call)
 
     def try_do(self, key: Hashable, fn: Callable[[], T]) -> tuple[T, bool] | None:

@@ -419,7 +419,10 @@ def test_cache_clear_reaches_other_wrappers_within_the_interval(
     here, there = make(), make()
     assert here(1) == there(1) == 1
     here.cache_clear()
-    assert there(1) == 1  # within the interval: still the old generation
+    if not getattr(byte_cache, "invalidation", False):
+        # Within the interval: still the old generation (with invalidation the token's
+        # invalidation ends the interval early, see test_invalidation).
+        assert there(1) == 1
     clock.advance(5)
     assert there(1) == 2  # re-read the token: cleared
     assert here(1) == 2  # and both wrappers share the new generation's entry

@@ -1,4 +1,9 @@
-"""MultiLevelCache: promotion, TTL bounds, write order, and the delete-vs-promotion race."""
+"""MultiLevelCache: promotion, TTL bounds, write order, and the delete-vs-promotion race.
+
+These tests write to L2 directly and then look inside L1, so they turn invalidation off: with
+it, the invalidation of that direct write (foreign to the MultiLevelCache) can drop the
+promoted entry a moment later (test_invalidation covers the cache with invalidation on).
+"""
 
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ def l2(redis_client: redis.Redis) -> RedisCache:
 def test_l2_hit_is_promoted_and_then_served_from_l1(l2: RedisCache) -> None:
     counting = CountingL2(l2)
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, counting, l1_ttl=60)
+    cache = MultiLevelCache(l1, counting, l1_ttl=60, invalidation=False)
     l2.set("k", b"v", ttl=60)
     assert cache.get("k") == b"v"
     assert l1.get("k") == b"v"
@@ -58,7 +63,7 @@ def test_l2_hit_is_promoted_and_then_served_from_l1(l2: RedisCache) -> None:
 def test_promotion_never_outlives_l2(l2: RedisCache, redis_client: redis.Redis) -> None:
     clock = FakeClock()
     l1 = MemoryCache(timer=clock)
-    cache = MultiLevelCache(l1, l2, l1_ttl=60)
+    cache = MultiLevelCache(l1, l2, l1_ttl=60, invalidation=False)
     l2.set("short", b"v", ttl=5)
     l2.set("forever", b"v")
     assert cache.mget(["short", "forever"]) == {"short": b"v", "forever": b"v"}
@@ -73,7 +78,8 @@ def test_promotion_never_outlives_l2(l2: RedisCache, redis_client: redis.Redis) 
 def test_writes_bound_l1_by_the_write_ttl(l2: RedisCache) -> None:
     clock = FakeClock()
     l1 = MemoryCache(timer=clock)
-    cache = MultiLevelCache(l1, l2, l1_ttl=60)
+    # The TTL arithmetic alone, as in the tests around it.
+    cache = MultiLevelCache(l1, l2, l1_ttl=60, invalidation=False)
     cache.set("a", b"1", ttl=2)
     cache.mset({"b": b"2"}, ttl=3)
     cache.set("c", b"3", ttl=600)
@@ -90,7 +96,7 @@ def test_l2_ttl_and_l2_default_apply(redis_client: redis.Redis) -> None:
 
 def test_delete_removes_from_both_levels(l2: RedisCache) -> None:
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, l2, l1_ttl=60)
+    cache = MultiLevelCache(l1, l2, l1_ttl=60, invalidation=False)
     cache.set("k", b"v")
     assert cache.delete("k") is True
     assert l1.exists("k") is False
@@ -102,7 +108,7 @@ def test_delete_racing_a_promotion_never_resurrects(l2: RedisCache) -> None:
     """A reader has fetched the old value from L2; a delete lands; the reader must not promote."""
     counting = CountingL2(l2)
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, counting, l1_ttl=60)
+    cache = MultiLevelCache(l1, counting, l1_ttl=60, invalidation=False)
     l2.set("k", b"old")
     counting.hold = threading.Event()
     result: list[Any] = []
@@ -121,7 +127,8 @@ def test_delete_racing_a_promotion_never_resurrects(l2: RedisCache) -> None:
 def test_set_racing_a_promotion_keeps_the_new_value(l2: RedisCache) -> None:
     counting = CountingL2(l2)
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, counting, l1_ttl=60)
+    # The epochs alone (an invalidation would drop the new value from L1 too, hiding the race).
+    cache = MultiLevelCache(l1, counting, l1_ttl=60, invalidation=False)
     l2.set("k", b"old")
     counting.hold = threading.Event()
     reader = threading.Thread(target=lambda: cache.get("k", None))
@@ -149,7 +156,7 @@ def test_delete_landing_between_a_writes_two_steps_wins(l2: RedisCache) -> None:
             return getattr(l2, name)
 
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, GatedL2(), l1_ttl=60)
+    cache = MultiLevelCache(l1, GatedL2(), l1_ttl=60, invalidation=False)
     writer = threading.Thread(target=lambda: cache.set("k", b"v"))
     writer.start()
     assert written.wait(5)
@@ -177,7 +184,7 @@ def test_two_writes_racing_leave_l1_agreeing_with_l2(l2: RedisCache) -> None:
             return getattr(l2, name)
 
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, GatedL2(), l1_ttl=60)
+    cache = MultiLevelCache(l1, GatedL2(), l1_ttl=60, invalidation=False)
     a = threading.Thread(target=lambda: cache.set("k", b"A"))
     a.start()
     assert first_written.wait(5)
@@ -191,7 +198,7 @@ def test_two_writes_racing_leave_l1_agreeing_with_l2(l2: RedisCache) -> None:
 
 def test_threaded_get_delete_storm_ends_consistent(l2: RedisCache) -> None:
     l1 = MemoryCache()
-    cache = MultiLevelCache(l1, l2, l1_ttl=60)
+    cache = MultiLevelCache(l1, l2, l1_ttl=60, invalidation=False)
     keys = [f"k{i}" for i in range(8)]
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -228,7 +235,8 @@ def test_l2_outage_on_write_reports_it_and_keeps_the_value_in_l1(
     clock = FakeClock()
     l1 = MemoryCache(timer=clock)
     l2 = RedisCache.from_url(fault_server.url, prefix="f")
-    cache = MultiLevelCache(l1, l2, l1_ttl=60)
+    # The TTL-bound mode: with invalidation, an unreachable Redis is an unheard one (L1 bypassed).
+    cache = MultiLevelCache(l1, l2, l1_ttl=60, invalidation=False)
     cache.set("k", b"v1")
     fault_server.stop()
     assert cache.get("k") == b"v1"  # L1 keeps serving while L2 is down

@@ -122,9 +122,14 @@ def test_requirepass_url_works_for_the_whole_surface(
     with RedisCache.from_url(_url(auth_server, f":{PASSWORD}"), prefix="pw") as cache:
         _exercise_surface(cache, admin, "pw:")
         # The multi-level cache's promotion path (GET + PTTL pipeline) authenticates too.
-        ml = MultiLevelCache(MemoryCache(), cache, l1_ttl=5)
+        # (Invalidation off: the invalidation of this direct write could drop the promotion.)
+        ml = MultiLevelCache(MemoryCache(), cache, l1_ttl=5, invalidation=False)
         cache.set("p", b"promoted", ttl=10)
         assert ml.get("p") == b"promoted" and ml.l1.get("p") == b"promoted"
+        # The invalidation listener's own connection authenticates too.
+        listening = MultiLevelCache(MemoryCache(), cache, l1_ttl=5)
+        assert listening.l1_trusted
+        listening.close()
 
 
 @pytest.mark.parametrize(

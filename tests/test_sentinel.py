@@ -6,6 +6,7 @@ Real processes: one primary, one replica, one sentinel (``tests.redis_harness.Se
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -56,6 +57,28 @@ def test_batch_writes_behind_sentinel_reach_the_replica(
         assert cache.sentinel.unconfirmed == 0
     finally:
         reset_default_cache()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_watcher(
+    sentinel_setup: SentinelHarness, unique_prefix: str
+) -> None:
+    with RedisCache.from_url(sentinel_setup.url, prefix=unique_prefix) as cache:
+        cache.set("before", b"1")
+        pid = os.fork()
+        if pid == 0:  # the child: confirmed writes work and a watcher thread runs again
+            code = 1
+            try:
+                cache.set("child", b"2")
+                guard = cache.sentinel
+                ok = cache.get("before") == b"1" and guard is not None
+                ok = ok and guard._thread is not None and guard._thread.is_alive()
+                code = 0 if ok else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert cache.get("child") == b"2"
 
 
 def test_unknown_service_and_a_redis_port_as_sentinel_are_refused(
