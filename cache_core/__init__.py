@@ -19,7 +19,13 @@ from ._multilevel import MultiLevelCache, MultiLevelStats
 from ._protected import ProtectedCache, ProtectedCacheStats
 from ._protocols import BatchCache, Cache
 from ._redis import RedisCache
-from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
+from ._serializers import (
+    CompressedSerializer,
+    JSONSerializer,
+    MsgpackSerializer,
+    PickleSerializer,
+    Serializer,
+)
 from ._singleflight import Singleflight, SingleflightInterrupted
 from ._typed import TypedCache, TypedCacheStats
 from ._validate import MAX_TTL
@@ -45,6 +51,7 @@ __all__ = [
     "CircuitOpenError",
     "CompressedSerializer",
     "JSONSerializer",
+    "MsgpackSerializer",
     "Memoized",
     "MemoryCache",
     "MetricsRegistry",

@@ -109,15 +109,36 @@ class _Guarded:
 
 
 class _GuardedPipeline:
+    """Queues like the client's pipeline, remembering each command's key for routing.
+
+    On a cluster, ``execute`` asks (and charges) only the breaker of the node that holds the
+    filter (its keys share one hash tag), as every other command of the cache does.
+    """
+
     def __init__(self, cache: RedisCache, pipe: Any) -> None:
         self._cache = cache
         self._pipe = pipe
+        self._route: list[Any] = []
 
     def execute(self) -> Any:
-        return self._cache.run("pipeline", self._pipe.execute)
+        route, self._route = self._route, []
+        return self._cache.run_routed("pipeline", route or None, self._pipe.execute)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._pipe, name)
+        attr = getattr(self._pipe, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        def queue(*args: Any, **kwargs: Any) -> Any:
+            key = args[1] if name == "execute_command" and len(args) > 1 else None
+            if name != "execute_command" and args:
+                key = args[0]
+            if isinstance(key, str | bytes):
+                self._route.append(key)
+            attr(*args, **kwargs)
+            return self
+
+        return queue
 
 
 # Client methods that do no network I/O.

@@ -23,6 +23,9 @@ each opening, so the processes of one deployment do not probe in lockstep and th
 use again within ``0.9 * reset_timeout`` (plus one request) of the backend's return.
 
 Only outage errors count: a Redis that answers with an error (WRONGTYPE, NOSCRIPT, ...) is up.
+Routing errors of a Redis Cluster (``MOVED``, ``ASK``, ``TRYAGAIN`` during a slot migration, and
+redis-py's ``ClusterError("TTL exhausted")`` after too many of them) are neither: the node
+answered, the slot is moving; they leave the breaker as it is (see ``is_routing``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Final, Literal
 
-from redis.exceptions import ClusterError, RedisClusterException
+from redis.exceptions import AskError, ClusterError, RedisClusterException, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -42,7 +45,7 @@ from ._fork import after_fork_in_child
 from ._metrics import REGISTRY, BreakerStats
 from .errors import CircuitOpenError
 
-__all__ = ["CircuitBreaker", "is_outage", "is_timeout"]
+__all__ = ["CircuitBreaker", "is_outage", "is_routing", "is_timeout"]
 
 log = logging.getLogger("cache_core.breaker")
 
@@ -60,6 +63,21 @@ _OUTAGE_ERRORS: Final = (
 )
 
 
+def is_routing(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says a cluster slot is moving (retry or re-route), not that a node failed.
+
+    ``MOVED``/``ASK`` (redis-py follows them), ``TRYAGAIN`` (a multi-key command on a slot that
+    is half migrated) and ``ClusterError("TTL exhausted")``, which redis-py raises when its own
+    redirections and TRYAGAIN retries ran out during a migration.
+    """
+    if isinstance(exc, AskError | TryAgainError):  # MovedError is an AskError
+        return True
+    return (
+        type(exc) is ClusterError  # not ClusterDownError: that one is a node without its slots
+        and "TTL exhausted" in str(exc)
+    )
+
+
 def is_timeout(exc: BaseException | None) -> bool:
     """Whether ``exc`` is a timeout: the backend accepted the request and answered nothing."""
     return isinstance(exc, RedisTimeoutError | TimeoutError)
@@ -67,7 +85,7 @@ def is_timeout(exc: BaseException | None) -> bool:
 
 def is_outage(exc: BaseException | None) -> bool:
     """Whether ``exc`` says the backend is unreachable or unhealthy (not a command error)."""
-    return isinstance(exc, _OUTAGE_ERRORS)
+    return isinstance(exc, _OUTAGE_ERRORS) and not is_routing(exc)
 
 
 class CircuitBreaker:
@@ -201,8 +219,25 @@ class CircuitBreaker:
                     max(self._clock() - self._outage_started, 0.0),
                 )
 
+    def spawn(self, name: str) -> CircuitBreaker:
+        """A new closed breaker with this one's settings (one per cluster node or primary)."""
+        return CircuitBreaker(
+            failure_threshold=self.failure_threshold,
+            reset_timeout=self.reset_timeout,
+            timeout_threshold=self.timeout_threshold,
+            clock=self._clock,
+            random=self._random,
+            name=name,
+        )
+
     def record_failure(self, exc: BaseException) -> None:
-        """Count ``exc`` if it is an outage; any other error counts as the backend answering."""
+        """Count ``exc`` if it is an outage; any other error counts as the backend answering.
+
+        A routing error (``is_routing``) changes nothing: it frees a probe and is not counted.
+        """
+        if is_routing(exc):
+            self.abandon()
+            return
         if not is_outage(exc):
             self.record_success()
             return

@@ -9,10 +9,19 @@ from typing import Any
 from ._memory import MemoryCache
 from ._protocols import Cache
 from ._redis import RedisCache
+from ._urls import redacted
 
 __all__ = ["default_cache", "reset_default_cache"]
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+)
 _lock = threading.Lock()
 _default: Any = None
 
@@ -21,9 +30,11 @@ def _build() -> Any:
     url = os.environ.get("CACHE_CORE_URL", "").strip()
     if not url:
         return MemoryCache()
-    if not url.startswith(_REDIS_SCHEMES):
+    if not url.lower().startswith(_REDIS_SCHEMES):
         raise ValueError(
-            f"CACHE_CORE_URL must be a redis://, rediss:// or unix:// URL, got {url!r}"
+            "CACHE_CORE_URL must be a Redis URL ("
+            + ", ".join(_REDIS_SCHEMES)
+            + f"), got {redacted(url)!r}"
         )
     prefix = os.environ.get("CACHE_CORE_PREFIX", "cache_core")
     return RedisCache.from_url(url, prefix=prefix)
@@ -32,7 +43,9 @@ def _build() -> Any:
 def default_cache() -> Cache:
     """The shared default byte cache, built on first use.
 
-    ``MemoryCache()`` unless ``CACHE_CORE_URL`` names a Redis URL, in which case a
+    ``MemoryCache()`` unless ``CACHE_CORE_URL`` names a Redis URL (any form ``from_url``
+    takes: ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+    ``redis+sentinel://``), in which case a
     ``RedisCache.from_url`` with prefix ``CACHE_CORE_PREFIX`` (default ``"cache_core"``): a
     namespace of its own, so its ``clear()`` never touches anyone else's keys.
     """

@@ -305,8 +305,11 @@ class InvalidationListener:
         keys = []
         for raw in payload:
             if isinstance(raw, bytes) and raw.startswith(self._bprefix):
+                rest = raw[n:]
+                if rest.startswith(b"__cc") or b":__cc" in rest:
+                    continue  # a library key (a fence, a lease lock): never in an L1
                 try:
-                    keys.append(raw[n:].decode())
+                    keys.append(rest.decode())
                 except UnicodeDecodeError:
                     continue
         return keys

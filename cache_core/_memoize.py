@@ -30,6 +30,8 @@ that.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
 import inspect
 import logging
@@ -37,12 +39,17 @@ import math
 import secrets
 import threading
 import time
+import typing
 import weakref
 from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
+import msgspec
+
+from ._codec import TypedCodec
 from ._default import default_cache
 from ._keys import KEY_VERSION, KeyBuilder, hash128, value_text
+from ._serializers import JSONSerializer
 from ._stats import Counter
 from ._typed import TypedCache, TypedCacheStats
 from ._validate import MISSING, TTL, is_reserved, ttl_seconds
@@ -65,6 +72,58 @@ TYPED_OPTIONS = (
 )
 
 _INITIAL_GENERATION = "0"
+
+# Positional arguments of these exact types map to their key text through a bounded dict:
+# equal tuples of them always have equal key text (no 1 / 1.0 / True aliasing), and the text
+# itself is what KeyBuilder writes, so it is identical in every process.
+_MEMO_TYPES = frozenset({str, int})
+_MEMO_MAX = 4096
+
+
+def _names_a_class(hint: Any, depth: int = 0) -> bool:
+    """Whether a type hint mentions a user class (dataclass, NamedTuple, Struct, TypedDict, Enum).
+
+    Only those need a type to come back as themselves; everything else round-trips untyped.
+    """
+    if depth > 20:
+        return False
+    args = typing.get_args(hint)
+    if args:
+        return any(_names_a_class(a, depth + 1) for a in args)
+    if not isinstance(hint, type) or hint.__module__ == "builtins":
+        return False
+    return (
+        dataclasses.is_dataclass(hint)
+        or typing.is_typeddict(hint)
+        or issubclass(hint, enum.Enum | msgspec.Struct)
+        or (issubclass(hint, tuple) and hasattr(hint, "_fields"))
+    )
+
+
+def _return_type(func: Callable[..., Any], returns: Any) -> Any:
+    """The type results decode into: ``returns`` if given, else the return annotation.
+
+    An annotation that msgspec cannot decode into (or ``Any``, ``object``, ``None``, an
+    unresolvable forward reference) leaves results untyped; an explicit ``returns`` of that
+    kind is an error at decoration time (raised by TypedCache).
+    """
+    if returns is not MISSING:
+        return returns
+    try:
+        hint = typing.get_type_hints(func).get("return")
+    except Exception:  # unresolvable forward reference, a callable without annotations, ...
+        return None
+    if hint is None or hint in (type(None), Any, object):
+        return None
+    if not _names_a_class(hint):
+        # Builtins, datetimes, Any and containers of them: the untyped codec already brings
+        # them back exactly (tuples, sets, datetimes inside a dict[str, Any] included).
+        return None
+    try:
+        TypedCodec(hint)
+    except TypeError:
+        return None
+    return hint
 
 
 class CacheInfo(NamedTuple):
@@ -165,6 +224,7 @@ class Memoized(Generic[P, R]):
         generation_interval: float,
         timer: Callable[[], float],
         typed_options: dict[str, Any],
+        returns: Any = MISSING,
     ) -> None:
         _check_function(func)
         if ttl is not None:
@@ -186,6 +246,17 @@ class Memoized(Generic[P, R]):
         if not callable(timer):
             raise TypeError(f"timer must be callable, not {type(timer).__name__}")
         _check_cache(cache, serializer, typed_options)
+        if returns is not MISSING and isinstance(cache, TypedCache):
+            raise TypeError(
+                "returns cannot be given with a TypedCache: give the TypedCache its type= "
+                "(or pass a byte cache)"
+            )
+        self._returns = _return_type(func, returns)
+        if self._returns is not None and returns is MISSING:
+            # From the annotation: a serializer without a typed form keeps results untyped.
+            chosen = serializer if serializer is not None else JSONSerializer()
+            if not callable(getattr(chosen, "for_type", None)):
+                self._returns = None
 
         self.__wrapped__ = func
         functools.update_wrapper(self, func)
@@ -212,9 +283,7 @@ class Memoized(Generic[P, R]):
             self._set_cache(cache)
         elif cache is not None:
             # Built now so that a bad byte cache or serializer fails at decoration time.
-            self._set_cache(
-                TypedCache(cache, serializer=serializer, name=namespace, **typed_options)
-            )
+            self._set_cache(self._typed_cache(cache))
         self._generation = _INITIAL_GENERATION
         self._prefix = self._key_prefix(_INITIAL_GENERATION)
         self._interval = float(generation_interval)
@@ -223,12 +292,22 @@ class Memoized(Generic[P, R]):
         self._hits = Counter()
         self._misses = Counter()
         self._errors = Counter()
+        self._memo: dict[tuple[Any, ...], str] = {}
         # Bound once: a hit pays one C-level call to count itself, not a Python method call.
         self._hit = self._hits.incr
         self._miss = self._misses.incr
         self._error = self._errors.incr
 
     # -- cache resolution -------------------------------------------------------------------
+
+    def _typed_cache(self, byte_cache: Any) -> TypedCache[R]:
+        return TypedCache(
+            byte_cache,
+            serializer=self._serializer,
+            type=self._returns,
+            name=self._namespace,  # the metrics name (issue 17)
+            **self._typed_options,
+        )
 
     def _set_cache(self, typed: TypedCache[R]) -> None:
         self._byte_cache = typed.cache
@@ -244,14 +323,7 @@ class Memoized(Generic[P, R]):
         """
         with self._lock:
             if self._typed is None:
-                self._set_cache(
-                    TypedCache(
-                        default_cache(),
-                        serializer=self._serializer,
-                        name=self._namespace,  # metrics name (issue 17)
-                        **self._typed_options,
-                    )
-                )
+                self._set_cache(self._typed_cache(default_cache()))
             assert self._typed is not None
             return self._typed
 
@@ -320,30 +392,37 @@ class Memoized(Generic[P, R]):
         if now >= self._generation_due:
             self._read_generation(now)
         keys = self._keys
-        if keys is not None:
+        if keys is None:
+            key = self._prefix + self._arg_text(args, kwargs)
+        elif kwargs:
             key = self._prefix + keys.text(args, kwargs)
         else:
-            key = self._prefix + self._arg_text(args, kwargs)
-        func = self._func
-        ran = False
-
-        def load() -> R:
-            nonlocal ran
-            ran = True
-            return func(*args, **kwargs)
-
+            text = self._memo.get(args) if _MEMO_TYPES.issuperset(map(type, args)) else None
+            if text is None:
+                text = keys.text(args, kwargs)
+                self._remember(args, text)
+            key = self._prefix + text
         try:
-            value = typed.get_or_set(key, load, self._ttl)
+            value, ran = typed.get_or_call(key, self._run, args, kwargs, self._ttl)
         except BaseException:
-            if ran:
-                self._miss()
-            self._error()
+            self._error()  # a miss that ran the function was counted by _run
             raise
-        if ran:
-            self._miss()
-        else:
+        if not ran:
             self._hit()
         return value
+
+    def _run(self, *args: Any, **kwargs: Any) -> R:
+        """The function itself, on a miss (counted before it runs: it may raise)."""
+        self._miss()
+        return self._func(*args, **kwargs)
+
+    def _remember(self, args: tuple[Any, ...], text: str) -> None:
+        """Keep the key text of plain positional arguments (bounded: cleared when full)."""
+        if _MEMO_TYPES.issuperset(map(type, args)):
+            memo = self._memo
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[args] = text
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         if instance is None:
@@ -477,6 +556,7 @@ def memoize(
     stale_ttl: Any = MISSING,
     stale_if_error: Any = MISSING,
     ttl_jitter: Any = MISSING,
+    returns: Any = MISSING,
 ) -> Callable[[Callable[P, R]], Memoized[P, R]]: ...
 
 
@@ -496,6 +576,7 @@ def memoize(
     stale_ttl: Any = MISSING,
     stale_if_error: Any = MISSING,
     ttl_jitter: Any = MISSING,
+    returns: Any = MISSING,
 ) -> Any:
     """Cache the decorated function's results: ``@memoize``, ``@memoize()``, ``@memoize(cache)``.
 
@@ -509,6 +590,9 @@ def memoize(
     it on every call. ``timer``: the clock for that interval (for tests).
     ``distributed_lock``, ``lock_timeout``, ``early_refresh``, ``stale_ttl``,
     ``stale_if_error``, ``ttl_jitter``: passed to ``TypedCache`` when given.
+    ``returns``: the type results decode into (``TypedCache(type=...)``), so every call returns
+    the same type; by default the function's return annotation when it names a user class
+    (a ``NamedTuple``, a dataclass, ``list[Point]``, ...); ``returns=None`` keeps results untyped.
 
     Bad arguments, async functions and generator functions raise ``TypeError`` / ``ValueError``
     here, at decoration time.
@@ -539,6 +623,7 @@ def memoize(
                 generation_interval,
                 timer,
                 options,
+                returns,
             )  # bare @memoize
         raise TypeError(
             f"memoize's first argument must be a cache, a TypedCache or the function to "
@@ -550,7 +635,17 @@ def memoize(
 
     def decorate(func: Callable[P, R]) -> Any:
         return _decorate(
-            func, cache, ttl, namespace, key, typed, serializer, generation_interval, timer, options
+            func,
+            cache,
+            ttl,
+            namespace,
+            key,
+            typed,
+            serializer,
+            generation_interval,
+            timer,
+            options,
+            returns,
         )
 
     return decorate
@@ -567,6 +662,7 @@ def _decorate(
     generation_interval: float,
     timer: Callable[[], float],
     options: dict[str, Any],
+    returns: Any = MISSING,
 ) -> Any:
     if isinstance(func, classmethod | staticmethod):
         # @memoize over @classmethod / @staticmethod: memoize the function, keep the kind.
@@ -581,6 +677,7 @@ def _decorate(
             generation_interval,
             timer,
             options,
+            returns,
         )
         return type(func)(inner)
     return Memoized(
@@ -594,6 +691,7 @@ def _decorate(
         generation_interval=generation_interval,
         timer=timer,
         typed_options=options,
+        returns=returns,
     )
 
 

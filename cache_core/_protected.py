@@ -221,8 +221,8 @@ class ProtectedCache(Generic[T]):
             # TypedCache's read-through goes on from this read (no second read; it counts the
             # request).
             try:
-                return typed._answer(
-                    key, self._loader(key, fn), ttl, typed._options, data, rq, None
+                return typed._after_read(
+                    key, self._loader(key, fn), ttl, typed._options, None, data, rq
                 )
             except _Absent:
                 return None

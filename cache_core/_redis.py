@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -11,11 +12,12 @@ from typing import Any, Final, TypeVar
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import AskError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
-from ._breaker import CircuitBreaker, is_outage, is_timeout
+from ._breaker import CircuitBreaker, is_outage, is_routing, is_timeout
+from ._connect import build_client
 from ._fence import (
     DELETE_FENCED,
     FENCE_MARK,
@@ -31,6 +33,9 @@ from ._fence import (
 )
 from ._fork import after_fork_in_child
 from ._invalidation import ClusterInvalidationListener, InvalidationListener, listener_for
+from ._node_breaker import ClusterRouter, NodeBreakers, Router, failed_node
+from ._sentinel import SentinelGuard
+from ._urls import parse_url
 from ._validate import (
     MISSING,
     RESERVED_MARK,
@@ -60,6 +65,10 @@ FROM_URL_DEFAULTS: Final[dict[str, Any]] = {
     "socket_connect_timeout": 0.25,
 }
 
+#: How long a command keeps retrying while its cluster slot is migrating (TRYAGAIN, TTL
+#: exhausted) before the caller gets a BackendError; routing errors never count as outages.
+_ROUTING_PATIENCE: Final = 2.0
+_ROUTING_PAUSE: Final = 0.05
 _SCAN_COUNT: Final = 1000
 _MAX_PENDING_DELETES: Final = 100_000
 _SET_MANY_CHUNK: Final = 1000
@@ -84,6 +93,45 @@ def _seconds_left(pttl: int) -> float | None:
     if pttl == -1:
         return None
     return max(pttl, 0) / 1000.0
+
+
+#: Ops whose command writes cache data: behind Sentinel they wait for the replicas.
+_WRITE_OPS: Final = frozenset({"SET", "UNLINK", "MSET", "FENCE"})
+
+
+def _route_keys(fn: Any, args: tuple[Any, ...]) -> list[Any] | None:
+    """The Redis keys of a client call: its leading ``str`` arguments, or a first collection.
+
+    Values travel as bytes and keys as str in this module, so ``set(rkey, data)`` routes by
+    ``rkey``; scripts and ``mget_nonatomic`` take their keys as a first list, ``mset_nonatomic``
+    as a mapping; ``execute_command(name, key, ...)`` routes by ``key``.
+    """
+    if not args:
+        return None
+    if getattr(fn, "__name__", "") == "execute_command":
+        return [args[1]] if len(args) > 1 and isinstance(args[1], str | bytes) else None
+    first = args[0]
+    if isinstance(first, list | tuple | Mapping):
+        return list(first)
+    keys = []
+    for arg in args:
+        if not isinstance(arg, str):
+            break
+        keys.append(arg)
+    return keys or None
+
+
+def _allow_all(breakers: list[CircuitBreaker]) -> None:
+    """``allow()`` each breaker; if one refuses, free the probes the others granted."""
+    allowed: list[CircuitBreaker] = []
+    try:
+        for b in breakers:
+            b.allow()
+            allowed.append(b)
+    except CircuitOpenError:
+        for b in allowed:
+            b.abandon()
+        raise
 
 
 def _short_retry() -> Retry:
@@ -154,6 +202,17 @@ class RedisCache:
         self._delete_fenced = client.register_script(DELETE_FENCED)
         self._set_many_fenced = client.register_script(SET_MANY_FENCED)
         self._set_many_if_fence = client.register_script(SET_MANY_IF_FENCE)
+        # Cluster (and Sentinel): one breaker per node, spawned from ``breaker``; see
+        # _node_breaker. A plain server keeps the one breaker.
+        self._router: Router | None = None
+        self._nodes: NodeBreakers | None = None
+        self._guard: SentinelGuard | None = None
+        self._warned_moved = False
+        #: commands retried because their slot was migrating (TRYAGAIN, MOVED, TTL exhausted)
+        self.routing_retries = 0
+        if breaker is not None and isinstance(client, RedisCluster):
+            self._router = ClusterRouter(client)
+            self._nodes = NodeBreakers(breaker)
         after_fork_in_child(self._after_fork_in_child)
 
     @classmethod
@@ -170,27 +229,37 @@ class RedisCache:
     ) -> RedisCache:
         """Build a client for ``url`` with cache-friendly timeouts; the cache owns and closes it.
 
-        ``cluster=True`` builds a ``RedisCluster`` (the URL names any one node). Any redis-py
-        keyword in ``client_kwargs`` overrides the defaults (0.25 s timeouts, one retry on
-        connection errors only). A ``CircuitBreaker()`` with default settings guards the
-        client unless ``breaker`` names another one, or is None for none.
+        URL forms (see ``cache_core._urls``): ``redis://``, ``rediss://``, ``unix://`` (one
+        server), ``redis+cluster://h1:p1,h2:p2`` (Redis Cluster; any seed may be down) and
+        ``redis+sentinel://s1:26379,s2:26379/service_name[/db]``. Unknown query options raise
+        ``ValueError`` here. ``cluster=True`` is ``redis+cluster://`` for a ``redis://`` URL.
+        A plain URL that names a cluster node, a sentinel, a missing database or a port that
+        does not speak Redis raises ``ValueError``; an unreachable server logs one WARNING.
+
+        Any redis-py keyword in ``client_kwargs`` overrides the defaults (0.25 s timeouts, one
+        retry on connection errors only). A ``CircuitBreaker()`` with default settings guards
+        the client unless ``breaker`` names another one, or is None for none; on a cluster
+        and behind Sentinel it is the template of one breaker per node.
         """
-        if not isinstance(url, str):
-            raise TypeError(f"url must be str, not {type(url).__name__}")
+        target = parse_url(url)
+        if cluster and target.kind == "sentinel":
+            raise ValueError("cluster=True does not go with a redis+sentinel:// URL")
+        if cluster and target.kind == "redis":
+            scheme, rest = url.split("://", 1)
+            if scheme.lower() == "unix":
+                raise ValueError("cluster=True needs a redis:// or rediss:// URL, not unix://")
+            target = parse_url(f"{scheme}+cluster://{rest}")
         kwargs: dict[str, Any] = {**FROM_URL_DEFAULTS, "retry": _short_retry()}
         kwargs.update(client_kwargs)
         try:
-            client: redis.Redis | RedisCluster
-            if cluster:
-                client = RedisCluster.from_url(url, **kwargs)
-            else:
-                client = redis.Redis.from_url(url, **kwargs)
+            client, guard = build_client(target, kwargs)
         except ValueError:
             raise
         except REDIS_ERRORS as exc:
             raise wrap_redis_error("connect", exc) from exc
         if breaker is _DEFAULT_BREAKER:
-            breaker = CircuitBreaker(name=f"redis {prefix or url.rsplit('@', 1)[-1]}")
+            where = target.display.rsplit("@", 1)[-1].split("://", 1)[-1]
+            breaker = CircuitBreaker(name=f"redis {prefix or where}")
         cache = cls(
             client,
             prefix=prefix,
@@ -199,6 +268,10 @@ class RedisCache:
             breaker=breaker,
         )
         cache._owns_client = True
+        if guard is not None:
+            cache._guard = guard
+            cache._router = guard
+            cache._nodes = NodeBreakers(breaker) if breaker is not None else None
         return cache
 
     @property
@@ -242,6 +315,8 @@ class RedisCache:
 
     def close(self) -> None:
         """Close the client if this cache built it (``from_url``); a caller's client stays open."""
+        if self._guard is not None:
+            self._guard.close()
         if self._owns_client:
             self.invalidation_listener().close()
             self._client.close()
@@ -281,6 +356,8 @@ class RedisCache:
         components that talk to this cache's Redis (the lease lock) go through here too, so
         an open breaker protects every call.
         """
+        if self._cluster or self._guard is not None:
+            return self.run_routed(op, _route_keys(fn, args), fn, *args, **kwargs)
         breaker = self._breaker
         if breaker is not None:
             breaker.allow()
@@ -291,6 +368,8 @@ class RedisCache:
         except REDIS_ERRORS as exc:
             if breaker is not None:
                 breaker.record_failure(exc)
+            if not self._warned_moved and isinstance(exc, AskError):  # MOVED/ASK
+                self._warn_moved()
             raise wrap_redis_error(op, exc) from exc
         except BaseException:
             if breaker is not None:
@@ -307,8 +386,8 @@ class RedisCache:
         opens nor closes the breaker. Any other failure counts as in ``run``.
         """
         breaker = self._breaker
-        if breaker is None:
-            return self.run(op, fn, *args, **kwargs)
+        if breaker is None or self._cluster or self._guard is not None:
+            return self.run(op, fn, *args, **kwargs)  # per-node breakers count as in run()
         breaker.allow()
         try:
             if self._pending_deletes:
@@ -326,9 +405,112 @@ class RedisCache:
         breaker.record_success()
         return result
 
+    def run_routed(
+        self,
+        op: str,
+        route: Iterable[Any] | None,
+        fn: Callable[..., _R],
+        /,
+        *args: Any,
+        **kwargs: Any,
+    ) -> _R:
+        """``run`` for a command on the Redis keys ``route`` (None: no key, e.g. SCAN).
+
+        On a cluster (or behind Sentinel) the breakers of the nodes serving ``route`` are
+        asked, and a failure counts against the node it came from only. Routing errors
+        (``is_routing``: a slot migrating) are retried for up to ``_ROUTING_PATIENCE`` seconds
+        and never count as an outage. Behind Sentinel, writes wait for the replicas
+        (``SentinelGuard.write``).
+        """
+        if not self._cluster and self._guard is None:
+            return self.run(op, fn, *args, **kwargs)
+        nodes = self._nodes
+        router = self._router
+        names: list[str] = []
+        breakers: list[CircuitBreaker] = []
+        if nodes is not None and router is not None and route is not None:
+            route = list(route)
+            names = router.nodes_for(route)
+            breakers = [nodes.get(n) for n in names]
+            try:
+                _allow_all(breakers)
+            except CircuitOpenError:
+                # The node may have been replaced (a promoted replica): learn the topology
+                # (throttled) and route again before refusing the call.
+                router.refresh()
+                fresh = router.nodes_for(route)
+                if fresh == names:
+                    raise
+                names = fresh
+                breakers = [nodes.get(n) for n in names]
+                _allow_all(breakers)
+        guard = self._guard if op in _WRITE_OPS else None
+        deadline = 0.0
+        while True:
+            try:
+                if self._pending_deletes:
+                    self._replay_deletes()
+                result = guard.write(fn, args, kwargs) if guard is not None else fn(*args, **kwargs)
+            except REDIS_ERRORS as exc:
+                if is_routing(exc):
+                    now = time.monotonic()
+                    if not deadline:
+                        deadline = now + _ROUTING_PATIENCE
+                    if now < deadline:
+                        self.routing_retries += 1
+                        time.sleep(_ROUTING_PAUSE)
+                        continue
+                    for b in breakers:
+                        b.abandon()
+                    raise wrap_redis_error(op, exc) from exc
+                if nodes is not None:
+                    where = failed_node(exc)
+                    if where is not None and (where in names or not names):
+                        for n, b in zip(names, breakers, strict=True):
+                            if n != where:
+                                b.abandon()
+                        nodes.get(where).record_failure(exc)
+                    else:
+                        for b in breakers:
+                            b.record_failure(exc)
+                raise wrap_redis_error(op, exc) from exc
+            except BaseException:
+                for b in breakers:
+                    b.abandon()
+                raise
+            for b in breakers:
+                b.record_success()
+            return result
+
+    def _warn_moved(self) -> None:
+        self._warned_moved = True
+        log.warning(
+            "cache_core: Redis answered MOVED: this is a Redis Cluster node used through a "
+            "plain client, and most keys will miss. Use redis.cluster.RedisCluster, or "
+            "RedisCache.from_url('redis+cluster://host:port')"
+        )
+
     @property
     def breaker(self) -> CircuitBreaker | None:
+        """The breaker (on a cluster or behind Sentinel: the template of the node breakers)."""
         return self._breaker
+
+    @property
+    def sentinel(self) -> SentinelGuard | None:
+        """Behind Sentinel (``redis+sentinel://``): the current primary and write confirmation."""
+        return self._guard
+
+    @property
+    def node_breakers(self) -> dict[str, CircuitBreaker]:
+        """The per-node breakers created so far, by ``"host:port"`` (empty for one server)."""
+        return self._nodes.snapshot() if self._nodes is not None else {}
+
+    @property
+    def breaker_openings(self) -> int:
+        """How many times a breaker of this cache opened (summed over nodes on a cluster)."""
+        if self._nodes is not None:
+            return self._nodes.opened_count
+        return self._breaker.opened_count if self._breaker is not None else 0
 
     @property
     def pending_deletes(self) -> int:
@@ -373,8 +555,12 @@ class RedisCache:
                 upto = self._pending_seq
             if not batch:
                 return
+            guard = self._guard
             try:
-                self._unlink_fenced(batch)  # pages, like clear(); fences dropped too
+                if guard is not None:  # behind Sentinel: confirmed by the replicas too
+                    guard.write(self._unlink_fenced, (batch,), {})
+                else:
+                    self._unlink_fenced(batch)  # pages, like clear(); fences dropped too
             except REDIS_ERRORS as exc:
                 log.debug("cache_core: replaying %d deletes failed: %s", len(batch), exc)
                 raise
@@ -407,7 +593,7 @@ class RedisCache:
             pipe.pttl(rkey)
             return pipe.execute()
 
-        value, pttl = self.run("GET/PTTL", get_and_pttl)
+        value, pttl = self.run_routed("GET/PTTL", (rkey,), get_and_pttl)
         if value is None:
             return None
         return value, _seconds_left(pttl)
@@ -428,7 +614,7 @@ class RedisCache:
         # Snapshot before the call: run() may replay (and forget) the pending deletes after
         # reading values that the replay then removed.
         pending = set(self._pending_deletes) if self._pending_deletes else None
-        replies = self.run("GET/PTTL", gets_and_pttls)
+        replies = self.run_routed("GET/PTTL", rkeys, gets_and_pttls)
         found: dict[str, tuple[bytes, float | None]] = {}
         for i, key in enumerate(wanted):
             value = replies[2 * i]
@@ -514,7 +700,8 @@ class RedisCache:
                 pipe.get(fence)
             return pipe.execute()
 
-        replies = self.run("FENCE", take) if fenced else []
+        route = [fence_key(kp, k) for k in fenced]
+        replies = self.run_routed("FENCE", route, take) if fenced else []
         tokens: dict[str, str | None] = dict.fromkeys(wanted)
         for i, key in enumerate(fenced):
             token = replies[2 * i + 1]
@@ -557,7 +744,7 @@ class RedisCache:
                 stored.update(chunk[int(i) - 1][0] for i in self._set_many_if_fence(keys, args))
             return stored
 
-        return frozenset(self.run("SET", store))
+        return frozenset(self.run_routed("SET", [kp + r[0] for r in rows], store))
 
     def delete(self, key: str) -> bool:
         """UNLINK the key. If Redis is unreachable the delete is remembered and replayed.
@@ -755,7 +942,7 @@ class RedisCache:
                         pipe.set(rkey, value, px=px)
                     pipe.execute()
 
-                self.run("MSET", pipelined)
+                self.run_routed("MSET", [kp + r[0] for r in rows], pipelined)
                 return
             for start in range(0, len(rows), _SET_MANY_CHUNK):
                 chunk = rows[start : start + _SET_MANY_CHUNK]
@@ -778,7 +965,8 @@ class RedisCache:
         if not wanted:
             return 0
         try:
-            return self.run("UNLINK", self._unlink_fenced, wanted)
+            route = [self._kp + k for k in wanted]
+            return self.run_routed("UNLINK", route, self._unlink_fenced, wanted)
         except BackendError as exc:
             self._on_failed_write(exc, wanted)
             raise

@@ -18,17 +18,19 @@ still inside the singleflight.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import random as _random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Generic, NamedTuple, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar, overload
 
 from redis.exceptions import MaxConnectionsError
 
 from ._breaker import is_outage
+from ._codec import TypedCodec
 from ._envelope import Entry, pack, plain_prefix, serializer_id, unpack
 from ._jitter import check_jitter, jittered
 from ._lease_lock import LeaseLock, LeaseLockFactory
@@ -36,7 +38,13 @@ from ._metrics import CacheMetrics, CacheStats, LevelCounters, StatsView, derive
 from ._multilevel import MultiLevelCache
 from ._protocols import FencedCache
 from ._redis import RedisCache
-from ._serializers import CompressedSerializer, JSONSerializer, PickleSerializer, Serializer
+from ._serializers import (
+    CompressedSerializer,
+    JSONSerializer,
+    MsgpackSerializer,
+    PickleSerializer,
+    Serializer,
+)
 from ._singleflight import Singleflight
 from ._stats import Counter
 from ._validate import MISSING, TTL, check_key, ttl_seconds
@@ -46,6 +54,7 @@ from .errors import BackendError, CacheMiss, CircuitOpenError, SerializationErro
 __all__ = ["TypedCache", "TypedCacheStats"]
 
 T = TypeVar("T")
+D = TypeVar("D")
 log = logging.getLogger("cache_core")
 
 _BYTE_CACHE_METHODS: Final = ("get", "set", "delete", "exists", "clear")
@@ -64,6 +73,7 @@ class _TypedCacheFields(NamedTuple):
     stale_hits: int
     stale_errors_served: int
     lock_waits: int
+    encode_errors: int = 0
 
 
 class TypedCacheStats(_TypedCacheFields, StatsView):
@@ -155,7 +165,28 @@ _UNSURE: Final[Any] = object()
 _OVERTAKEN_RETRIES: Final = 2
 
 
-_OWN_SERIALIZERS: Final = (JSONSerializer, PickleSerializer, CompressedSerializer)
+_OWN_SERIALIZERS: Final = (
+    JSONSerializer,
+    MsgpackSerializer,
+    PickleSerializer,
+    CompressedSerializer,
+    TypedCodec,
+)
+_WARNED_MAX: Final = 1000  # distinct encode failures logged per cache, then silence
+
+
+def _typed_serializer(serializer: Serializer, type_: Any) -> Serializer:
+    """The serializer's typed form for ``type_`` (its ``for_type``), checked once."""
+    for_type = getattr(serializer, "for_type", None)
+    if not callable(for_type):
+        raise TypeError(
+            f"type= needs a serializer with a typed form (for_type), such as JSONSerializer "
+            f"or MsgpackSerializer; {type(serializer).__name__} has none"
+        )
+    typed = for_type(type_)
+    if not isinstance(typed, Serializer):
+        raise TypeError(f"{type(serializer).__name__}.for_type returned {typed!r}")
+    return typed
 
 
 def _strict_loads(serializer: Serializer) -> Callable[[bytes], object]:
@@ -232,13 +263,14 @@ class TypedCache(Generic[T]):
         ttl_jitter: float = 0.1,
         clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
+        type: type[T] | None = None,
         name: str | None = None,
     ) -> None:
         missing = [m for m in _BYTE_CACHE_METHODS if not callable(getattr(cache, m, None))]
         if missing:
             raise TypeError(
                 f"cache must be a byte cache (Cache protocol), "
-                f"{type(cache).__name__} lacks {', '.join(missing)}"
+                f"{builtins.type(cache).__name__} lacks {', '.join(missing)}"
             )
         if serializer is None:
             serializer = JSONSerializer()
@@ -247,12 +279,13 @@ class TypedCache(Generic[T]):
             and callable(getattr(serializer, "loads", None))
         ):
             raise TypeError(
-                f"serializer must have dumps() and loads(), not {type(serializer).__name__}"
+                "serializer must have dumps() and loads(), "
+                f"not {builtins.type(serializer).__name__}"
             )
         if not callable(clock):
-            raise TypeError(f"clock must be callable, not {type(clock).__name__}")
+            raise TypeError(f"clock must be callable, not {builtins.type(clock).__name__}")
         if not callable(random):
-            raise TypeError(f"random must be callable, not {type(random).__name__}")
+            raise TypeError(f"random must be callable, not {builtins.type(random).__name__}")
         self._options = _check_options(
             distributed_lock, lock_timeout, early_refresh, stale_ttl, stale_if_error, ttl_jitter
         )
@@ -263,23 +296,28 @@ class TypedCache(Generic[T]):
         elif distributed_lock:
             raise ValueError(
                 "distributed_lock=True needs a RedisCache underneath (directly or as the L2 of "
-                f"a MultiLevelCache); {type(cache).__name__} has none"
+                f"a MultiLevelCache); {builtins.type(cache).__name__} has none"
             )
+        self._type = type
+        if type is not None:
+            serializer = _typed_serializer(serializer, type)
         self._cache = cache
         self._serializer = serializer
         self._dumps = serializer.dumps
-        self._loads = (
-            serializer.loads if type(serializer) in _OWN_SERIALIZERS else _strict_loads(serializer)
-        )
+        own = builtins.type(serializer) in _OWN_SERIALIZERS
+        self._loads = serializer.loads if own else _strict_loads(serializer)
         self._fid = serializer_id(serializer)
         self._prefix = plain_prefix(self._fid)
         self._clock = clock
         self._random = random
         self._flight = Singleflight()
         self._refreshes = Counter()
-        self._init_metrics(cache, redis_cache, name)
+        self._encode_errors = Counter()
+        self._init_metrics(cache, _redis_below(cache), name)
+        self._warned: set[str] = set()
         self._mset_ttls = getattr(cache, "mset_with_ttls", None)
         self._fenced: FencedCache | None = cache if isinstance(cache, FencedCache) else None
+        self._ttl_checked: object = None  # the last ttl object get_or_set validated
         self._stores = 0  # bumped after every store by a flight; see _fill
 
     @property
@@ -289,7 +327,13 @@ class TypedCache(Generic[T]):
 
     @property
     def serializer(self) -> Serializer:
+        """The serializer in use (with ``type=``, the typed form of the one given)."""
         return self._serializer
+
+    @property
+    def type(self) -> Any:
+        """The type values decode into (``type=``), or None for untyped values."""
+        return self._type
 
     # -- metrics (issue 17) --------------------------------------------------------------------
 
@@ -344,11 +388,13 @@ class TypedCache(Generic[T]):
                 stale_hits=snap.count_requests(result="stale"),
                 stale_errors_served=snap.stale_errors_served_total,
                 lock_waits=snap.lock_waits_total,
+                encode_errors=self._encode_errors.value,
             ),
         )
 
     def __repr__(self) -> str:
-        return f"TypedCache({self._cache!r}, serializer={type(self._serializer).__name__})"
+        shown = "" if self._type is None else f", type={self._type!r}"
+        return f"TypedCache({self._cache!r}, serializer={self._serializer!r}{shown})"
 
     # -- TTLs --------------------------------------------------------------------------------
 
@@ -400,6 +446,12 @@ class TypedCache(Generic[T]):
 
     # -- plain operations --------------------------------------------------------------------
 
+    @overload
+    def get(self, key: str) -> T: ...
+
+    @overload
+    def get(self, key: str, default: D) -> T | D: ...
+
     def get(self, key: str, default: Any = MISSING) -> Any:
         """Return the value; ``CacheMiss`` on a miss unless ``default`` is given.
 
@@ -449,7 +501,27 @@ class TypedCache(Generic[T]):
         """Store many values in one round trip, each with its own jittered TTL."""
         if not isinstance(items, Mapping):
             raise TypeError(f"items must be a Mapping[str, T], not {type(items).__name__}")
-        entries = self._entries(items, ttl)
+        opts = self._options
+        base = self._base_ttl(ttl)  # validated once, before encoding anything
+        entries: dict[str, tuple[bytes, float | None]] = {}
+        if opts.wants_meta or base is None:
+            for key, value in items.items():
+                check_key(key)
+                logical, physical = self._jittered(base, opts)  # a TTL of its own per key
+                entries[key] = (self._encode(key, value, opts, logical, 0.0), physical)
+        else:
+            # The warming path: _encode and _jittered inlined (no metadata, a TTL per key).
+            dumps, prefix, random, jitter = self._dumps, self._prefix, self._random, opts.ttl_jitter
+            for key, value in items.items():
+                if type(key) is not str or not key:
+                    check_key(key)  # the byte cache checks the rest of the grammar before I/O
+                try:
+                    payload = dumps(value)
+                except SerializationError as exc:
+                    raise SerializationError(
+                        f"cannot encode the value for key {key!r}: {exc}"
+                    ) from exc
+                entries[key] = (prefix + payload, base * (1.0 - jitter * random()))
         if not entries:
             return
         try:
@@ -549,8 +621,9 @@ class TypedCache(Generic[T]):
                 opts, distributed_lock, lock_timeout, early_refresh, stale_ttl,
                 stale_if_error, ttl_jitter,
             )  # fmt: skip
-        if ttl is not None:
+        if ttl is not None and ttl is not self._ttl_checked:
             ttl_seconds(ttl, None)
+            self._ttl_checked = ttl  # numbers and timedeltas are immutable: checked once
         seen = self._stores
         # Inlined _lookup: the level that answered, without an allocation per hit.
         read_l1 = self._read_l1
@@ -568,21 +641,68 @@ class TypedCache(Generic[T]):
             else:
                 rq.hit()
                 return value  # type: ignore[return-value]
-        return self._answer(key, fn, ttl, opts, data, rq, seen)
+        return self._after_read(key, fn, ttl, opts, seen, data, rq)
 
-    def _answer(
+    def get_or_call(
+        self,
+        key: str,
+        fn: Callable[..., T],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        ttl: TTL | None = None,
+    ) -> tuple[T, bool]:
+        """``get_or_set`` for a loader that takes arguments: ``(value, whether fn ran here)``.
+
+        ``fn(*args, **kwargs)`` runs on a miss only, so a hit builds no closure (the hit path
+        of every memoized call). The constructor's options apply.
+        """
+        if type(key) is not str or not key:
+            check_key(key)
+        if ttl is not None and ttl is not self._ttl_checked:
+            ttl_seconds(ttl, None)
+            self._ttl_checked = ttl
+        seen = self._stores
+        read_l1 = self._read_l1  # _lookup, inlined
+        if read_l1 is not None and (data := read_l1(key)) is not None:
+            rq = self._l1
+        else:
+            data = self._read(key)
+            rq = self._l2
+        if data is not None and data[:4] == self._prefix:
+            try:
+                value = self._loads(data[4:])
+            except SerializationError as exc:
+                self._undecodable(key, exc)
+                data = None
+            else:
+                rq.hit()
+                return value, False  # type: ignore[return-value]
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        ran = False
+
+        def load() -> T:
+            nonlocal ran
+            ran = True
+            return fn(*args, **(kwargs or {}))
+
+        value = self._after_read(key, load, ttl, self._options, seen, data, rq)
+        return value, ran
+
+    def _after_read(
         self,
         key: str,
         fn: Callable[[], T],
         ttl: TTL | None,
         opts: _Options,
+        seen: int | None,
         data: bytes | None,
         rq: LevelCounters,
-        seen: int | None,
     ) -> T:
-        """The rest of ``get_or_set`` once the request's read returned ``data`` (counted by
-        ``rq``, the level that answered): a layer that made that read itself (ProtectedCache)
-        continues here instead of reading again."""
+        """The rest of a read-through once the request's read returned ``data`` (counted by
+        ``rq``, the level that answered). ``get_or_set`` rules out the plain-entry hit first; a
+        layer that made the read itself (ProtectedCache) continues here instead of reading
+        again, plain entries included."""
         if data is not None:
             try:
                 if data[:4] == self._prefix:
@@ -636,6 +756,14 @@ class TypedCache(Generic[T]):
         if merged.distributed_lock and self._locks is None:
             raise ValueError("distributed_lock=True needs a RedisCache underneath")
         return merged
+
+    def _warn_unstorable(self, exc: SerializationError) -> None:
+        cause = str(exc.__cause__ or exc)
+        if cause in self._warned or len(self._warned) >= _WARNED_MAX:
+            log.debug("cache_core: value not cached: %s", exc)
+            return
+        self._warned.add(cause)
+        log.warning("cache_core: value served but not cached (it cannot be stored): %s", exc)
 
     def _undecodable(self, key: str, exc: Exception) -> None:
         self._metrics.decode_errors.incr()
@@ -901,7 +1029,15 @@ class TypedCache(Generic[T]):
         delta = max(self._clock() - start, 0.0)  # XFetch's Δ, on the injectable clock
         self._metrics.observe_load(delta)
         logical, physical = self._ttls(ttl, opts)
-        encoded = self._encode(key, value, opts, logical, delta)
+        try:
+            encoded = self._encode(key, value, opts, logical, delta)
+        except SerializationError as exc:
+            # Nothing unreadable is stored: the caller (and every waiter) gets the loaded value,
+            # the failure is counted and logged once per distinct cause.
+            self._encode_errors.incr()
+            self._warn_unstorable(exc)
+            self._stores += 1
+            return _Filled(value, None, me)
         return _Filled(value, encoded, me, self._store(key, encoded, physical, token))
 
     def _store(self, key: str, data: bytes, ttl: float | None, token: Any) -> bool:

@@ -11,7 +11,13 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from tests.redis_harness import HOST, RedisClusterHarness, RedisServer
+from tests.redis_harness import (
+    HOST,
+    RedisClusterHarness,
+    RedisServer,
+    ReplicatedClusterHarness,
+    SentinelHarness,
+)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
@@ -90,6 +96,26 @@ def cluster_client(redis_cluster: RedisClusterHarness) -> Iterator[RedisCluster]
     client.flushall(target_nodes=RedisCluster.PRIMARIES)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def replicated_cluster(redis_workdir: Path) -> Iterator[ReplicatedClusterHarness]:
+    """3 primaries + 3 replicas (node timeout 1 s, full coverage no), started once.
+
+    Tests that kill or move things call ``restore()`` at the end, so the next test gets a
+    healthy cluster (the primaries' ports may have changed: use ``primaries()``).
+    """
+    harness = ReplicatedClusterHarness(redis_workdir / "rcluster").start()
+    yield harness
+    harness.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_setup(redis_workdir: Path) -> Iterator[SentinelHarness]:
+    """One primary, one replica and one sentinel, started once for the session."""
+    harness = SentinelHarness(redis_workdir / "sentinel").start()
+    yield harness
+    harness.stop()
 
 
 _prefix_counter = itertools.count()

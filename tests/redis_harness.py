@@ -208,3 +208,238 @@ class RedisClusterHarness:
         for server in self.servers:
             with contextlib.suppress(Exception):
                 server.stop()
+
+
+def _cluster_state(server: RedisServer) -> str:
+    with server.client(socket_timeout=0.5) as c:
+        info = c.execute_command("CLUSTER INFO")
+    if isinstance(info, dict):
+        return str(info.get("cluster_state"))
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return "ok" if "cluster_state:ok" in text else "fail"
+
+
+class ReplicatedClusterHarness:
+    """3 primaries + 3 replicas, ``cluster-node-timeout 1000``, ``full-coverage no``.
+
+    The shape README recommends for failover: a SIGKILLed primary is replaced by its replica
+    in about 2 s while the other primaries keep serving their slots.
+    """
+
+    def __init__(self, workdir: Path, *, node_timeout_ms: int = 1000) -> None:
+        self.servers = [
+            RedisServer(
+                workdir / f"rcluster-{i}",
+                extra=(
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(node_timeout_ms),
+                    "--cluster-require-full-coverage", "no",
+                    "--cluster-replica-validity-factor", "0",
+                ),
+            )
+            for i in range(6)
+        ]  # fmt: skip
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.port for s in self.servers]
+
+    @property
+    def url(self) -> str:
+        """A ``redis+cluster://`` URL with every node as a seed."""
+        return "redis+cluster://" + ",".join(f"{HOST}:{p}" for p in self.ports)
+
+    def start(self) -> ReplicatedClusterHarness:
+        for server in self.servers:
+            server.start()
+        nodes = [f"{HOST}:{s.port}" for s in self.servers]
+        subprocess.run(
+            [REDIS_CLI, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        _wait_until(self.healthy, 30, "3 primaries with a replica each, cluster_state:ok")
+        return self
+
+    def nodes(self) -> list[dict[str, object]]:
+        """``CLUSTER NODES`` as seen by a live node: port, role, primary id, slots, flags."""
+        for server in self.servers:
+            if server.proc is None:
+                continue
+            # A bare connection: redis-py's reply callback would reshape the text.
+            conn = redis.Connection(host=HOST, port=server.port, socket_timeout=0.5)
+            try:
+                conn.send_command("CLUSTER", "NODES")
+                raw = conn.read_response()
+            except redis.RedisError:
+                continue
+            finally:
+                conn.disconnect()
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            rows = []
+            for line in text.strip().splitlines():
+                parts = line.split()
+                rows.append(
+                    {
+                        "id": parts[0],
+                        "port": int(parts[1].split("@")[0].rsplit(":", 1)[1]),
+                        "flags": parts[2].split(","),
+                        "master_id": parts[3],
+                        "slots": parts[8:],
+                    }
+                )
+            return rows
+        return []
+
+    def primaries(self) -> list[int]:
+        """Ports of the healthy primaries that own slots."""
+        return sorted(
+            int(str(n["port"]))
+            for n in self.nodes()
+            if "master" in n["flags"]  # type: ignore[operator]
+            and "fail" not in n["flags"]  # type: ignore[operator]
+            and n["slots"]
+        )
+
+    def server(self, port: int) -> RedisServer:
+        return next(s for s in self.servers if s.port == port)
+
+    def healthy(self) -> bool:
+        """Every node up, 3 slot-owning primaries each with a connected replica, state ok."""
+        try:
+            if any(s.proc is None or _cluster_state(s) != "ok" for s in self.servers):
+                return False
+            rows = self.nodes()
+            primaries = [r for r in rows if "master" in r["flags"] and r["slots"]]  # type: ignore[operator]
+            replicas = [r for r in rows if "slave" in r["flags"]]  # type: ignore[operator]
+            if len(primaries) != 3 or len(replicas) != 3:
+                return False
+            if any("fail" in r["flags"] or "fail?" in r["flags"] for r in rows):  # type: ignore[operator]
+                return False
+            for server in self.servers:
+                with server.client(socket_timeout=0.5) as c:
+                    info = c.info("replication")
+                    if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                        return False
+            with redis.RedisCluster(host=HOST, port=self.servers[0].port) as rc:
+                for i in range(16):
+                    rc.set(f"__probe__{i}", b"1", px=1000)
+        except Exception:
+            return False
+        return True
+
+    def restore(self, timeout: float = 30) -> None:
+        """Restart any stopped node (it rejoins as a replica) and wait until healthy again."""
+        for server in self.servers:
+            if server.proc is None:
+                server.start()
+        _wait_until(self.healthy, timeout, "the cluster to heal")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                server.stop()
+
+
+class SentinelHarness:
+    """One primary, one replica and one sentinel (``down-after-milliseconds 1000``)."""
+
+    SERVICE = "cc-primary"
+
+    def __init__(self, workdir: Path, *, down_after_ms: int = 1000) -> None:
+        self.workdir = workdir
+        self.primary = RedisServer(workdir / "sentinel-primary")
+        self.replica = RedisServer(workdir / "sentinel-replica")
+        self.sentinel_port = free_port()
+        self.sentinel_dir = workdir / f"sentinel-{self.sentinel_port}"
+        self.sentinel_dir.mkdir(parents=True, exist_ok=True)
+        self.down_after_ms = down_after_ms
+        self.sentinel_proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://{HOST}:{self.sentinel_port}/{self.SERVICE}"
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.primary, self.replica]
+
+    def sentinel(self, **kwargs: object) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.sentinel_port, **kwargs)  # type: ignore[arg-type]
+
+    def start(self) -> SentinelHarness:
+        self.primary.start()
+        self.replica.extra = ("--replicaof", HOST, str(self.primary.port))
+        self.replica.start()
+        conf = self.sentinel_dir / "sentinel.conf"
+        conf.write_text(
+            f"port {self.sentinel_port}\n"
+            f"bind {HOST}\n"
+            f"dir {self.sentinel_dir}\n"
+            f"logfile {self.sentinel_dir / 'sentinel.log'}\n"
+            f"sentinel monitor {self.SERVICE} {HOST} {self.primary.port} 1\n"
+            f"sentinel down-after-milliseconds {self.SERVICE} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.SERVICE} 10000\n"
+            f"sentinel parallel-syncs {self.SERVICE} 1\n"
+        )
+        self.sentinel_proc = subprocess.Popen(
+            [REDIS_SERVER, str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        _wait_until(self.ready, 30, "the sentinel to see the primary and its replica")
+        return self
+
+    def master_port(self) -> int | None:
+        try:
+            with self.sentinel(socket_timeout=0.5) as s:
+                addr = s.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", self.SERVICE)
+        except redis.RedisError:
+            return None
+        return int(addr[1]) if addr else None
+
+    def server_on(self, port: int) -> RedisServer:
+        return next(s for s in self.servers if s.port == port)
+
+    def ready(self) -> bool:
+        """Sentinel names a live primary that has one connected replica it knows about."""
+        port = self.master_port()
+        if port is None:
+            return False
+        try:
+            with self.sentinel(socket_timeout=0.5) as s:
+                replicas = s.sentinel_slaves(self.SERVICE)
+            ok = [
+                r
+                for r in replicas
+                if not r.get("is_sdown") and r.get("master-link-status", "ok") == "ok"
+            ]
+            with self.server_on(port).client(socket_timeout=0.5) as c:
+                role = c.execute_command("ROLE")
+            return len(ok) >= 1 and len(role[2]) >= 1
+        except (redis.RedisError, StopIteration):
+            return False
+
+    def restore(self, timeout: float = 30) -> None:
+        for server in self.servers:
+            if server.proc is None:
+                port = self.master_port()
+                server.extra = ("--replicaof", HOST, str(port))
+                server.start()
+        _wait_until(self.ready, timeout, "the sentinel setup to heal")
+
+    def stop(self) -> None:
+        if self.sentinel_proc is not None:
+            self.sentinel_proc.terminate()
+            try:
+                self.sentinel_proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.sentinel_proc.kill()
+                self.sentinel_proc.wait(10)
+            self.sentinel_proc = None
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                server.stop()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import decimal
+import enum
 import json
 import math
 import pickle
 import random
+import uuid
 import zlib
-from typing import Any
+import zoneinfo
+from typing import Any, NamedTuple
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,9 +24,11 @@ from hypothesis import strategies as st
 from cache_core import (
     CompressedSerializer,
     JSONSerializer,
+    MsgpackSerializer,
     PickleSerializer,
     SerializationError,
     Serializer,
+    _codec,
     _serializers,
 )
 
@@ -49,6 +56,28 @@ class Unregistered:
     a: int
 
 
+class Pair(NamedTuple):
+    a: int
+    b: str
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = 2
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Tile(msgspec.Struct):
+    x: int
+    tags: list[str]
+
+
+REGISTERED = [Point, Pair, Color, Tile]
+
+
 # -- strategies ------------------------------------------------------------------------------
 
 offsets = st.timedeltas(
@@ -56,6 +85,11 @@ offsets = st.timedeltas(
     max_value=datetime.timedelta(hours=23, minutes=59),
 ).map(lambda d: datetime.timezone(datetime.timedelta(seconds=round(d.total_seconds()))))
 tzs = st.none() | offsets
+hashables = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | st.binary() | st.uuids() | st.dates(),
+    lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3),
+    max_leaves=6,
+)
 scalars = (
     st.none()
     | st.booleans()
@@ -70,17 +104,58 @@ scalars = (
     | st.decimals(allow_nan=False)
     | st.binary()
     | st.builds(bytearray, st.binary())
-    | st.frozensets(st.integers() | st.text())
-    | st.sets(st.integers() | st.text())
+    | st.frozensets(hashables, max_size=4)
+    | st.sets(hashables, max_size=4)
     | st.builds(Point, st.integers(), st.integers())
+    | st.builds(Pair, st.integers(), st.text())
+    | st.sampled_from(Color)
+    | st.builds(Tile, st.integers(), st.lists(st.text(), max_size=3))
 )
 # Keys are biased towards the tag key so that escaping is exercised, not just possible.
-keys = st.sampled_from(["__cc", "a", '"__cc"', "__cc:"]) | st.text()
+keys = st.sampled_from(["__cc", "a", '"__cc"', "__cc:"]) | st.text() | hashables
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(keys, inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.tuples(inner, inner)
+        | st.dictionaries(keys, inner, max_size=5)
+    ),
     max_leaves=30,
 )
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (== alone lets 1 == True == 1.0 pass)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(
+            same(k, next(k2 for k2 in b if k2 == k)) and same(a[k], b[k]) for k in a
+        )
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, set | frozenset):
+        return a == b and all(any(same(x, y) for y in b) for x in a)
+    if dataclasses.is_dataclass(a):
+        return same(dataclasses.asdict(a), dataclasses.asdict(b))  # type: ignore[arg-type]
+    if isinstance(a, msgspec.Struct):
+        return same(msgspec.structs.asdict(a), msgspec.structs.asdict(b))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    if isinstance(a, datetime.datetime | datetime.time) and a.utcoffset() != b.utcoffset():
+        return False
+    return bool(a == b)
+
+
+SERIALIZERS = {
+    "json": lambda: JSONSerializer(types=REGISTERED),
+    "msgpack": lambda: MsgpackSerializer(types=REGISTERED),
+    "compressed-json": lambda: CompressedSerializer(JSONSerializer(types=REGISTERED), threshold=64),
+    "compressed-msgpack": lambda: CompressedSerializer(
+        MsgpackSerializer(types=REGISTERED), threshold=64
+    ),
+    "pickle": lambda: PickleSerializer(b"k"),
+}
 
 
 @pytest.fixture
@@ -105,14 +180,119 @@ def test_serializers_satisfy_protocol() -> None:
     }
 
 
-@settings(deadline=None)  # shared 2-vCPU CI: timing is not what is tested
-@given(values)
-def test_json_round_trip(value: Any) -> None:
-    s = JSONSerializer(types=[Point])
+@pytest.mark.parametrize("name", sorted(SERIALIZERS))
+@settings(deadline=None, max_examples=150)  # shared 2-vCPU CI: timing is not what is tested
+@given(value=values)
+def test_round_trip_exact_types_every_serializer(name: str, value: Any) -> None:
+    s = SERIALIZERS[name]()
     data = s.dumps(value)
     assert isinstance(data, bytes)
-    json.loads(data)  # always strict, standard JSON
-    assert s.loads(data) == value
+    if name == "json":
+        json.loads(data)  # always strict, standard JSON
+    assert same(value, s.loads(data))
+
+
+class Loose(str):
+    pass
+
+
+# Values that have no exact way back through an untyped JSON/msgpack decode.
+unsupported = (
+    st.builds(collections.OrderedDict, st.dictionaries(st.text(), st.integers(), max_size=2))
+    | st.builds(
+        lambda d: collections.defaultdict(int, d), st.dictionaries(st.text(), st.integers())
+    )
+    | st.just(Level.LOW)
+    | st.builds(Loose, st.text())
+    | st.builds(Unregistered, st.integers())
+    | st.builds(memoryview, st.binary())
+    | st.datetimes(timezones=st.just(zoneinfo.ZoneInfo("Europe/Paris")))
+    | st.just(object())
+    | st.complex_numbers()
+)
+mixed = st.recursive(
+    scalars | unsupported,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack", "compressed-json"])
+@settings(deadline=None, max_examples=150)
+@given(value=mixed)
+def test_dumps_refuses_whatever_would_not_come_back(name: str, value: Any) -> None:
+    """The rule itself: either the value comes back exactly, or dumps refuses it."""
+    s = SERIALIZERS[name]()
+    try:
+        data = s.dumps(value)
+    except SerializationError as exc:
+        assert "$" in str(exc) or "surrogate" in str(exc)
+        return
+    assert same(value, s.loads(data))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"edges": {(1, 2), (2, 3)}},
+        {1: "a", (2, 3): ["b"], None: 1.5, frozenset({1}): True},
+        Pair(1, "x"),
+        {"p": [Pair(1, "x")], "t": (1, (2, 3))},
+        Color.RED,
+        {"c": [Color.BLUE]},
+        Tile(1, ["a"]),
+        datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(seconds=30))),
+        datetime.datetime(2024, 1, 1, 12, 0),
+        {"inf": math.inf, "ninf": -math.inf},
+        decimal.Decimal("1.10"),
+        uuid.UUID(int=7),
+        b"\x00\xff",
+        {"__cc": ["tuple", [1]]},
+    ],
+)
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_issue_values_round_trip(name: str, value: Any) -> None:
+    s = SERIALIZERS[name]()
+    assert same(value, s.loads(s.dumps(value)))
+
+
+def test_set_of_tuples_was_unreadable_before() -> None:
+    """Defect 2 of issue 16: the old serializer wrote what its own loads refused."""
+    from tests._legacy_serializers import JSONSerializer as Legacy
+
+    value = {"edges": {(1, 2), (2, 3)}}
+    with pytest.raises(SerializationError, match="bad set payload"):
+        Legacy().loads(Legacy().dumps(value))
+    assert JSONSerializer().loads(JSONSerializer().dumps(value)) == value
+
+
+@settings(deadline=None, max_examples=100)
+@given(
+    value=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | st.text()
+        | st.datetimes()
+        | st.dates()
+        | st.uuids()
+        | st.decimals(allow_nan=False)
+        | st.binary()
+        | st.sets(st.integers() | st.text())
+        | st.builds(Point, st.integers(), st.integers()),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_entries_written_by_the_previous_json_serializer_still_read(value: Any) -> None:
+    """Backward compatibility: same tags, so old bytes decode to what the old loads gave."""
+    from tests._legacy_serializers import JSONSerializer as Legacy
+
+    legacy = Legacy(types=[Point])
+    data = legacy.dumps(value)
+    expected = legacy.loads(data)
+    assert same(expected, JSONSerializer(types=[Point]).loads(data))
 
 
 @settings(deadline=None)  # shared 2-vCPU CI: timing is not what is tested
@@ -141,8 +321,9 @@ def test_tag_format_is_documented_shape(js: JSONSerializer) -> None:
     }
 
 
-def test_tuples_become_lists(js: JSONSerializer) -> None:
-    assert js.loads(js.dumps({"t": (1, (2, 3))})) == {"t": [1, [2, 3]]}
+def test_tuples_stay_tuples(js: JSONSerializer) -> None:
+    back = js.loads(js.dumps({"t": (1, (2, 3))}))
+    assert back == {"t": (1, (2, 3))} and type(back["t"][1]) is tuple
 
 
 def test_aware_datetime_keeps_instant_and_offset(js: JSONSerializer) -> None:
@@ -201,30 +382,36 @@ def test_stored_type_name_is_never_imported() -> None:
 @pytest.mark.parametrize(
     ("value", "match"),
     [
-        (object(), r"type object at value"),
-        ({"a": [1, {"b": object()}]}, r"type object at value\['a'\]\[1\]\['b'\]"),
-        ({1: "a"}, r"dict key 1 of type int"),
-        ({"a": {None: 1}}, r"dict key None of type NoneType at value\['a'\]"),
-        ({"a": {1.5: 1}}, r"type float"),
-        ({(1, 2): 1}, r"type tuple"),
+        (object(), r"type object at \$"),
+        ({"a": [1, {"b": object()}]}, r"type object at \$\.a\[1\]\.b"),
+        ({"edges": [Level.LOW]}, r"unregistered enum .*Level at \$\.edges\[0\]"),
         ({frozenset([1]), 2j}, r"type complex"),
+        (collections.OrderedDict(a=1), r"collections\.OrderedDict at \$"),
+        (Loose("x"), r"Loose at \$"),
+        (memoryview(b"x"), r"memoryview at \$"),
+        (
+            datetime.datetime(2024, 1, 1, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+            r"ZoneInfo would come back as a fixed offset",
+        ),
         (Unregistered(1), r"unregistered dataclass .*Unregistered.*types=\[Unregistered\]"),
-        ([Unregistered(1)], r"Unregistered at value\[0\]"),
+        ([Unregistered(1)], r"Unregistered at \$\[0\]"),
+        ({"we ird": Unregistered(1)}, r"Unregistered at \$\['we ird'\]"),
         ("\ud800", r"lone surrogate"),
+        ({"n": [10**5000]}, r"int at \$\.n\[0\]"),
     ],
 )
-def test_json_dumps_errors_name_the_type(js: JSONSerializer, value: Any, match: str) -> None:
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_dumps_errors_name_the_type_and_path(name: str, value: Any, match: str) -> None:
     with pytest.raises(SerializationError, match=match):
-        js.dumps(value)
+        SERIALIZERS[name]().dumps(value)
 
 
-def test_non_str_key_is_rejected_not_coerced(js: JSONSerializer) -> None:
-    # json.dumps would silently write {"1": ...}; the value would come back with a str key.
+def test_non_str_keys_keep_their_type(js: JSONSerializer) -> None:
+    # json.dumps would silently write {"1": ...}; here the int key comes back an int.
     assert json.dumps({1: 2}) == '{"1": 2}'
-    with pytest.raises(SerializationError, match="keys must be str"):
-        js.dumps({"ok": {1: 2}})
-    with pytest.raises(SerializationError, match="keys must be str"):
-        js.dumps(Point({1: 2}, 0))  # type: ignore[arg-type]
+    back = js.loads(js.dumps({"ok": {1: 2, (1, "a"): 3, None: 4}}))
+    assert back == {"ok": {1: 2, (1, "a"): 3, None: 4}}
+    assert [type(k) for k in js.loads(js.dumps({1: 2, "1": 3}))] == [int, str]
 
 
 def test_set_of_unhashables_cannot_be_decoded(js: JSONSerializer) -> None:
@@ -237,22 +424,23 @@ def test_set_of_unhashables_cannot_be_decoded(js: JSONSerializer) -> None:
 def test_circular_reference_is_an_error(js: JSONSerializer) -> None:
     loop: list[Any] = [1]
     loop.append(loop)
-    with pytest.raises(SerializationError, match=r"circular reference at value\[1\]"):
+    with pytest.raises(SerializationError, match=r"circular reference at \$\[1\]"):
         js.dumps(loop)
 
 
 @pytest.mark.parametrize(
     ("data", "match", "cause"),
     [
-        (b"\xff\xfe{}", "not UTF-8", UnicodeDecodeError),
-        (b'{"a": [1, 2', "cannot decode JSON", json.JSONDecodeError),
-        (b"", "cannot decode JSON", json.JSONDecodeError),
+        (b"\xff\xfe{}", "cannot decode json", msgspec.DecodeError),
+        (b'{"a": [1, 2', "cannot decode json", msgspec.DecodeError),
+        (b"", "cannot decode json", msgspec.DecodeError),
         (b'{"__cc":["datetime","yesterday"]}', "bad datetime payload", ValueError),
         (b'{"__cc":["uuid",5]}', "bad uuid payload", TypeError),
         (b'{"__cc":["bytes","not base64!"]}', "bad bytes payload", ValueError),
         (b'{"__cc":["decimal","x1"]}', "bad decimal payload", decimal.InvalidOperation),
         (b'{"__cc":["timedelta",[1,2]]}', "bad timedelta payload", ValueError),
         (b'{"__cc":["dict",[["a"]]]}', "bad dict payload", TypeError),
+        (b'{"__cc":["set",[[1]]]}', "bad set payload", TypeError),
         (b'{"__cc":["dataclass",["tests.Point",{"x":1}]]}', "not registered", None),
     ],
 )
@@ -289,22 +477,34 @@ def test_registered_dataclass_with_wrong_fields_is_an_error(js: JSONSerializer) 
     assert isinstance(info.value.__cause__, TypeError)
 
 
-def test_untagged_bytes_skip_the_object_hook(
-    js: JSONSerializer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_untagged_bytes_skip_the_revive_walk(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = 0
-    real = js._object_hook
+    real = _codec.Tagged.revive
 
-    def counting(obj: dict[str, Any]) -> Any:
+    def counting(self: _codec.Tagged, obj: Any) -> Any:
         nonlocal calls
         calls += 1
-        return real(obj)
+        return real(self, obj)
 
-    monkeypatch.setattr(js, "_tag_decoder", json.JSONDecoder(object_hook=counting))
+    monkeypatch.setattr(_codec.Tagged, "revive", counting)
+    js = JSONSerializer()
     assert js.loads(js.dumps({"a": {"b": {"c": 1}}})) == {"a": {"b": {"c": 1}}}
     assert calls == 0
-    js.loads(js.dumps({"a": {"b": datetime.date(2024, 1, 1)}}))
-    assert calls == 3
+    assert js.loads(js.dumps({"a": {"b": datetime.date(2024, 1, 1)}})) == {
+        "a": {"b": datetime.date(2024, 1, 1)}
+    }
+    assert calls >= 1
+
+
+@pytest.mark.parametrize(
+    "data", [b"{", b'{"__cc":["set",[[1]]]}', b'{"__cc":["nope",1]}', b"[" * 5000 + b"]" * 5000]
+)
+def test_native_and_python_loads_fail_alike(data: bytes) -> None:
+    js = JSONSerializer()
+    with pytest.raises(SerializationError):
+        js.loads(data)
+    with pytest.raises(SerializationError):
+        type(js).loads(js, data)  # the Python method, whichever loads the instance uses
 
 
 def test_loads_accepts_bytes_like_only(js: JSONSerializer) -> None:
@@ -441,11 +641,31 @@ def test_incompressible_values_stay_raw() -> None:
     assert s.loads(data) == value
 
 
-@settings(deadline=None)  # shared 2-vCPU CI: timing is not what is tested
-@given(values)
-def test_compressed_round_trip(value: Any) -> None:
-    s = CompressedSerializer(JSONSerializer(types=[Point]), threshold=64)
-    assert s.loads(s.dumps(value)) == value
+def test_compressed_refuses_at_dumps_what_its_loads_would_refuse() -> None:
+    """Defect 3 of issue 16: a 2 MiB value compressed to a few KB that loads then refused."""
+    from tests._legacy_serializers import CompressedSerializer as LegacyCompressed
+    from tests._legacy_serializers import JSONSerializer as Legacy
+
+    value = {"blob": "x" * (2 * 1024 * 1024)}
+    legacy = LegacyCompressed(Legacy(), max_size=1024 * 1024)
+    stored = legacy.dumps(value)
+    assert len(stored) < 8 * 1024
+    with pytest.raises(SerializationError, match="max_size"):
+        legacy.loads(stored)
+    s = CompressedSerializer(JSONSerializer(), max_size=1024 * 1024)
+    with pytest.raises(SerializationError, match=r"above max_size=1048576"):
+        s.dumps(value)
+    small = {"blob": "x" * 1000}
+    assert s.loads(s.dumps(small)) == small
+
+
+def test_compressed_for_type_is_a_different_format() -> None:
+    s = CompressedSerializer(JSONSerializer(), threshold=8)
+    typed = s.for_type(list[int])
+    assert typed.format_id == b"Z" and s.format_id == b"z"
+    assert typed.loads(typed.dumps([1] * 100)) == [1] * 100
+    with pytest.raises(TypeError, match="typed form"):
+        CompressedSerializer(PickleSerializer(b"k")).for_type(int)
 
 
 @pytest.mark.parametrize(
@@ -496,3 +716,45 @@ def test_compressed_arguments_are_checked(kwargs: dict[str, int], match: str) ->
         CompressedSerializer(JSONSerializer(), **kwargs)
     with pytest.raises(TypeError, match="inner"):
         CompressedSerializer(object())  # type: ignore[arg-type]
+
+
+# -- the exact-type walk: C and Python agree -------------------------------------------------
+
+
+@pytest.mark.skipif(_codec._plain_native is None, reason="cache_core._plain is not built")
+@pytest.mark.parametrize("msgpack", [False, True])
+@settings(deadline=None, max_examples=300)
+@given(value=st.lists(mixed, max_size=3) | st.dictionaries(keys, mixed, max_size=3))
+def test_native_and_python_plain_walks_agree(msgpack: bool, value: Any) -> None:
+    leaf = frozenset({str, int, bool, type(None), *((bytes,) if msgpack else ())})
+    python = _codec._plain_check(leaf)
+    native = _codec._plain_native.plain_msgpack if msgpack else _codec._plain_native.plain_json
+    assert native(value) is python(value)
+
+
+@pytest.mark.skipif(_codec._plain_native is None, reason="cache_core._plain is not built")
+def test_native_plain_walk_edges() -> None:
+    walk = _codec._plain_native.plain_json
+    loop: list[Any] = []
+    loop.append(loop)
+    assert walk(loop) is False  # a cycle hits the depth bound, then the careful path reports it
+    deep: list[Any] = []
+    for _ in range(500):
+        deep = [deep]
+    assert walk(deep) is False
+    assert walk({"a": [1, 2.5, None, True, "x"]}) is True
+    assert walk({"a": math.nan}) is False and walk([math.inf]) is False
+    assert walk({"__cc": 1}) is False and walk({"__cd": 1}) is True
+    assert walk([b"x"]) is False and _codec._plain_native.plain_msgpack([b"x"]) is True
+    assert walk(5) is False and walk((1,)) is False
+    has_mark = _codec._plain_native.has_mark
+    assert has_mark(b'{"__cc":1}', b'"__cc"') and not has_mark(b'{"_cc":1}', b'"__cc"')
+    assert has_mark(b"x", b"") and not has_mark(b"", b"x")
+    with pytest.raises(TypeError):
+        has_mark("str", b"x")  # type: ignore[arg-type]
+
+
+def test_plain_walk_choice_follows_pure_python_switch() -> None:
+    assert (
+        _codec._plain_native is not None and not _codec.PURE_PYTHON_FORCED
+    ) == _codec.NATIVE_PLAIN

@@ -334,8 +334,22 @@ class Store:
 
     def get_or_set(self, key: str, fn: Callable[[], Any], ttl: float | None) -> Any:
         """Read-through: one ``fn`` call per key at a time here, and across processes with the
-        lease lock (``distributed_lock``); everyone gets the stored value."""
-        return self.typed.get_or_set(key, fn, ttl)
+        lease lock (``distributed_lock``); everyone gets the stored value.
+
+        A value that cannot be stored raises (``pickle.PicklingError`` for the frameworks),
+        as the frameworks' own ``get_or_set`` does through ``add``; the typed layer alone
+        would serve it uncached.
+        """
+
+        def load() -> Any:
+            value = fn()
+            try:
+                self.serializer.dumps(value)
+            except SerializationError as exc:
+                raise original_error(exc) from exc
+            return value
+
+        return self.typed.get_or_set(key, load, ttl)
 
     # -- writes ------------------------------------------------------------------------------
 

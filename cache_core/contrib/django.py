@@ -34,9 +34,10 @@ e.g. ``"socket_timeout": 0.5``, as with Django's own backend):
                    where ``<key>`` is what ``KEY_FUNCTION`` made.
 ``CLUSTER``        True: LOCATION names Redis Cluster nodes (one is enough).
 ``L1``             None (default), True, or ``{"MAXSIZE": 10_000, "TTL": 5.0}``: an in-process
-                   cache in front of Redis. Other processes' writes reach it within TTL s.
+                   cache in front of Redis, invalidated by every write to the prefix (Redis
+                   key tracking); TTL bounds staleness only if that fails.
 ``DISTRIBUTED_LOCK`` (True), ``LOCK_TIMEOUT`` (10 s): the cross-process lease of get_or_set.
-``BREAKER``        True (default), False, or ``{"FAILURE_THRESHOLD": 5, "RESET_TIMEOUT": 5.0}``.
+``BREAKER``        True (default), False, or ``{"FAILURE_THRESHOLD": 5, "RESET_TIMEOUT": 1.0}``.
 ``SERIALIZER``     a cache_core ``Serializer`` (instance, class or dotted path) for values other
                    than ints; default ``PickleSerializer(key derived from SECRET_KEY)``.
 ``SIGNING_KEY``    the PickleSerializer key, instead of one derived from ``SECRET_KEY``.
