@@ -358,6 +358,28 @@ class RedisCache:
         """
         if self._cluster or self._guard is not None:
             return self.run_routed(op, _route_keys(fn, args), fn, *args, **kwargs)
+        return self._call(op, fn, args, kwargs, count_timeouts=True)
+
+    def run_blocking(self, op: str, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
+        """``run`` for a command that blocks on the server (BLPOP) close to the socket timeout.
+
+        Its timeout may be a late server tick on a busy machine, not an outage: it neither
+        opens nor closes the breaker. Any other failure counts as in ``run``.
+        """
+        if self._cluster or self._guard is not None:  # per-node breakers count as in run()
+            return self.run_routed(op, _route_keys(fn, args), fn, *args, **kwargs)
+        return self._call(op, fn, args, kwargs, count_timeouts=False)
+
+    def _call(
+        self,
+        op: str,
+        fn: Callable[..., _R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        count_timeouts: bool,
+    ) -> _R:
+        """The single-server path of ``run``: breaker, replay, error wrapping."""
         breaker = self._breaker
         if breaker is not None:
             breaker.allow()
@@ -367,7 +389,10 @@ class RedisCache:
             result = fn(*args, **kwargs)
         except REDIS_ERRORS as exc:
             if breaker is not None:
-                breaker.record_failure(exc)
+                if count_timeouts or not is_timeout(exc):
+                    breaker.record_failure(exc)
+                else:
+                    breaker.abandon()
             if not self._warned_moved and isinstance(exc, AskError):  # MOVED/ASK
                 self._warn_moved()
             raise wrap_redis_error(op, exc) from exc
@@ -377,32 +402,6 @@ class RedisCache:
             raise
         if breaker is not None:
             breaker.record_success()
-        return result
-
-    def run_blocking(self, op: str, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
-        """``run`` for a command that blocks on the server (BLPOP) close to the socket timeout.
-
-        Its timeout may be a late server tick on a busy machine, not an outage: it neither
-        opens nor closes the breaker. Any other failure counts as in ``run``.
-        """
-        breaker = self._breaker
-        if breaker is None or self._cluster or self._guard is not None:
-            return self.run(op, fn, *args, **kwargs)  # per-node breakers count as in run()
-        breaker.allow()
-        try:
-            if self._pending_deletes:
-                self._replay_deletes()
-            result = fn(*args, **kwargs)
-        except REDIS_ERRORS as exc:
-            if is_timeout(exc):
-                breaker.abandon()
-            else:
-                breaker.record_failure(exc)
-            raise wrap_redis_error(op, exc) from exc
-        except BaseException:
-            breaker.abandon()
-            raise
-        breaker.record_success()
         return result
 
     def run_routed(
