@@ -108,7 +108,7 @@ class SentinelGuard:
         service: str,
         client: redis.Redis,
         *,
-        ack_timeout: float = 0.1,
+        ack_timeout: float = 0.25,
         watch: bool = True,
     ) -> None:
         self.sentinel = sentinel
@@ -240,6 +240,13 @@ class SentinelGuard:
             if connected >= self._required:
                 self._required = connected
                 return
+        # Sentinel's replica list describes the primary *it* names now: after a switch it is
+        # the new primary's, and "a replica is down" says nothing about ``master``'s. Lower the
+        # count only while Sentinel still names ``master`` (a write that reached a demoted
+        # primary must never pass as confirmed).
+        host, port = self.sentinel.discover_master(self.service)
+        if f"{host}:{port}" != master:
+            return
         down = 0
         for replica in self.sentinel.sentinels[0].sentinel_slaves(self.service):
             if replica.get("is_sdown") or replica.get("is_odown"):
