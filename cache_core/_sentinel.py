@@ -244,7 +244,8 @@ class SentinelGuard:
         # the new primary's, and "a replica is down" says nothing about ``master``'s. Lower the
         # count only while Sentinel still names ``master`` (a write that reached a demoted
         # primary must never pass as confirmed).
-        host, port = self.sentinel.discover_master(self.service)
+        sentinel: Any = self.sentinel  # redis-py's Sentinel is untyped here
+        host, port = sentinel.discover_master(self.service)
         if f"{host}:{port}" != master:
             return
         down = 0
