@@ -470,7 +470,9 @@ class Memoized(Generic[P, R]):
     def refresh(self, *args: Any, **kwargs: Any) -> R:
         """Run the function now, store its result for this call and return it.
 
-        A failed store is logged and the value still returned (fail-open, like a call).
+        A forced write, not a read-through: the store wins over loads in flight (it drops the
+        key's fence), and like any write it can overwrite an update that landed while the
+        function ran. A failed store is logged and the value still returned (fail-open).
         """
         key = self._key(args, kwargs)
         value = self._func(*args, **kwargs)

@@ -189,7 +189,12 @@ class MultiLevelCache:
                 if self._own_writes:
                     dropped = []
                     for key in keys:
-                        mine = self._own_write_heard(key)
+                        # Every pending write of ours at once: with BCAST tracking Redis sends
+                        # one invalidation per key per event-loop pass, however many writes ran
+                        # in it, so consuming one per write would leave an entry that a later
+                        # foreign write's invalidation would be taken for. (A foreign write in
+                        # the very same pass as ours is still taken for ours: until l1_ttl.)
+                        mine = self._own_writes.pop(key, None)
                         if mine is None:
                             dropped.append(key)
                         elif self._l1.get(key, None) not in mine:
@@ -479,7 +484,10 @@ class MultiLevelCache:
                 result = write_l2()
             except BackendError:
                 self._forget_own_writes(own, entries)
-                self._put_l1(started, entries, l2_failed=True)
+                if not fenced:
+                    self._put_l1(started, entries, l2_failed=True)
+                # A fenced store is a *loaded* value: its fence was taken before the outage, and
+                # a write of ours since may only be in L1. It never enters L1 unchecked.
                 raise
             except BaseException:
                 self._forget_own_writes(own, entries)
@@ -519,8 +527,8 @@ class MultiLevelCache:
         """Store a loaded value in L2 only if no write came after ``fence``; then in L1.
 
         A refused store leaves L1 without the key (a write won; the next read promotes what L2
-        holds). When L2 is unreachable the error is raised and L1 takes the value, as ``set``
-        does (bounded by ``l1_ttl``).
+        holds). When L2 is unreachable the error is raised and L1 is left as it was: a write of
+        this process during the outage may be there, and the loaded value may be older.
         """
         check_key(key)
         value = check_value(value)

@@ -96,7 +96,9 @@ def _seconds_left(pttl: int) -> float | None:
 
 
 #: Ops whose command writes cache data: behind Sentinel they wait for the replicas.
-_WRITE_OPS: Final = frozenset({"SET", "UNLINK", "MSET", "FENCE"})
+_WRITE_OPS: Final = frozenset(
+    {"SET", "UNLINK", "MSET", "FENCE", "SCAN/UNLINK", "SET NX", "INCRBY", "CAS", "TOUCH"}
+)
 
 
 def _route_keys(fn: Any, args: tuple[Any, ...]) -> list[Any] | None:

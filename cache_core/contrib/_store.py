@@ -30,6 +30,7 @@ from redis.cluster import ClusterNode
 
 from .._breaker import CircuitBreaker
 from .._envelope import plain_prefix
+from .._fence import fence_key, fence_shares_slot
 from .._memory import MemoryCache
 from .._multilevel import MultiLevelCache
 from .._redis import RedisCache
@@ -50,19 +51,26 @@ _DIGITS: Final = re.compile(rb"-?[0-9]{1,19}")
 _MAGIC: Final = b"\xcc"
 _CAS_ATTEMPTS: Final = 100
 
+# Every script below takes the key's fence (cache_core._fence) as an optional KEYS[2] and drops
+# it whenever it writes, so a read-through load in flight cannot store over the write.
+
 # KEYS[1]; ARGV: delta, create (1/0), px for a created key (0: none). Returns the new integer,
 # nil when the key is missing (and create is 0), or {value} when INCRBY cannot apply.
 _INCR: Final = """
 local v = redis.call('GET', KEYS[1])
 if not v then
     if ARGV[2] ~= '1' then return nil end
+    if #KEYS > 1 then redis.call('DEL', KEYS[2]) end
     local n = redis.call('INCRBY', KEYS[1], ARGV[1])
     if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
     return n
 end
 if string.match(v, '^%-?%d+$') then
     local r = redis.pcall('INCRBY', KEYS[1], ARGV[1])
-    if type(r) == 'number' then return r end
+    if type(r) == 'number' then
+        if #KEYS > 1 then redis.call('DEL', KEYS[2]) end
+        return r
+    end
 end
 return {v}
 """
@@ -70,6 +78,7 @@ return {v}
 # KEYS[1]; ARGV: expected current bytes, new bytes. Keeps the key's TTL.
 _CAS: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+    if #KEYS > 1 then redis.call('DEL', KEYS[2]) end
     redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
     return 1
 end
@@ -83,11 +92,26 @@ local px = tonumber(ARGV[1])
 if px < 0 then
     redis.call('PERSIST', KEYS[1])
 elseif px == 0 then
+    if #KEYS > 1 then redis.call('DEL', KEYS[2]) end
     redis.call('DEL', KEYS[1])
 else
     redis.call('PEXPIRE', KEYS[1], px)
 end
 return 1
+"""
+
+
+# KEYS[1]; ARGV: value, px (0: none). SET NX; "OK" if set (and the fence dropped), else nil.
+_ADD: Final = """
+local px = tonumber(ARGV[2])
+local r
+if px > 0 then
+    r = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', px)
+else
+    r = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+end
+if r and #KEYS > 1 then redis.call('DEL', KEYS[2]) end
+return r
 """
 
 
@@ -297,6 +321,7 @@ class Store:
         self._incr = client.register_script(_INCR)
         self._cas = client.register_script(_CAS)
         self._touch = client.register_script(_TOUCH)
+        self._add = client.register_script(_ADD)
 
     # -- encoding ----------------------------------------------------------------------------
 
@@ -359,12 +384,20 @@ class Store:
     def set_many(self, items: Mapping[str, Any], ttl: float | None) -> None:
         self.typed.mset(items, ttl)
 
+    def _keys(self, key: str) -> list[str]:
+        """The value's Redis key and, where it can share the slot, its fence (KEYS[2])."""
+        redis = self.redis
+        rkey = redis.redis_key(key)
+        if redis.is_cluster and not fence_shares_slot(rkey):
+            return [rkey]
+        return [rkey, fence_key(redis.redis_key_prefix, key)]
+
     def add(self, key: str, value: Any, ttl: float | None) -> bool:
         """SET NX: True if the key was absent and now holds ``value``."""
         data = self.encode(value)
         redis = self.redis
-        px = None if ttl is None else ttl_ms(ttl)
-        added = redis.run("SET NX", redis.client.set, redis.redis_key(key), data, nx=True, px=px)
+        px = 0 if ttl is None else ttl_ms(ttl)
+        added = redis.run("SET NX", self._add, self._keys(key), [data, px])
         if added:
             self._forget_l1(key)
         return bool(added)
@@ -383,7 +416,7 @@ class Store:
         px = -1 if ttl is None else (0 if ttl <= 0 else ttl_ms(ttl))
         redis = self.redis
         try:
-            return bool(redis.run("TOUCH", self._touch, [redis.redis_key(key)], [px]))
+            return bool(redis.run("TOUCH", self._touch, self._keys(key), [px]))
         finally:
             self._forget_l1(key)
 
@@ -398,7 +431,7 @@ class Store:
         try:
             if type(delta) is int and _INT64_MIN <= delta <= _INT64_MAX:
                 px = 0 if ttl is None else ttl_ms(ttl)
-                reply = redis.run("INCRBY", self._incr, [rkey], [delta, int(create), px])
+                reply = redis.run("INCRBY", self._incr, self._keys(key), [delta, int(create), px])
                 if isinstance(reply, int):
                     return reply
                 if reply is None:
@@ -432,7 +465,7 @@ class Store:
                 except SerializationError as exc:
                     raise CacheMiss(key) from exc
                 new = value + delta
-                if redis.run("CAS", self._cas, [rkey], [current, self.encode(new)]):
+                if redis.run("CAS", self._cas, self._keys(key), [current, self.encode(new)]):
                     return new
             current = redis.run("GET", redis.client.get, rkey)
         raise BackendError(f"incr of {key!r} lost the compare-and-set {_CAS_ATTEMPTS} times")
