@@ -75,7 +75,13 @@ def build_client(
         connection_pool_class=PinningSentinelPool,
         **options,
     )
-    guard = SentinelGuard(sentinel, target.service, client, ack_timeout=target.replica_ack_timeout)
+    # WAIT is answered only after its timeout when a replica lags: keep it well inside the
+    # socket timeout, or the confirmation itself reads as an outage.
+    ack = target.replica_ack_timeout
+    socket_timeout = options.get("socket_timeout")
+    if isinstance(socket_timeout, int | float) and socket_timeout > 0:
+        ack = min(ack, max(0.01, float(socket_timeout) * 0.6))
+    guard = SentinelGuard(sentinel, target.service, client, ack_timeout=ack)
     return client, guard
 
 

@@ -108,7 +108,7 @@ class SentinelGuard:
         service: str,
         client: redis.Redis,
         *,
-        ack_timeout: float = 0.25,
+        ack_timeout: float = 0.15,
         watch: bool = True,
     ) -> None:
         self.sentinel = sentinel

@@ -120,7 +120,7 @@ class Target:
     #: keywords for the connections to the sentinels themselves
     sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
     #: Sentinel: how long a write waits for a replica to confirm it (``WAIT``), seconds
-    replica_ack_timeout: float = 0.25
+    replica_ack_timeout: float = 0.15
     #: redis:// and rediss:// only: the URL to hand to ``redis.Redis.from_url``, options removed
     plain_url: str = ""
 
@@ -286,7 +286,7 @@ def parse_url(url: str) -> Target:
     for name in ("socket_timeout", "socket_connect_timeout", "protocol"):
         if name in values:
             sentinel_kwargs[name] = values[name]
-    ack = values.pop("replica_ack_timeout", 0.25)
+    ack = values.pop("replica_ack_timeout", 0.15)
     return Target(
         "sentinel",
         display,

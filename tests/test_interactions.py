@@ -114,7 +114,7 @@ def test_contrib_add_and_incr_do_not_drop_the_fence(
 def test_bcast_coalesces_invalidations_so_a_foreign_write_is_taken_for_ours(
     redis_server, unique_prefix: str
 ) -> None:
-    """Was a bug (b, own-write tracking): BCAST tracking sends one invalidation per key per event-loop
+    """Was a bug (b, own-write tracking): BCAST tracking sends one invalidation per key per pass
     iteration (keys collected in a rax, deduplicated). Two writes of one key by this cache in one
     iteration leave one entry of MultiLevelCache._own_writes unconsumed; the NEXT foreign write's
     invalidation is then taken for ours and L1 keeps our value while Redis holds the foreign one."""
