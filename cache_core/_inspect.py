@@ -47,6 +47,7 @@ import redis
 from . import _serializers
 from ._envelope import FLAG_META, FLAG_TOMBSTONE, MAGIC, VERSION
 from ._redis import escape_glob
+from ._validate import has_segment
 
 __all__ = ["InspectReport", "add_parser", "format_text", "inspect_redis", "main", "run"]
 
@@ -172,10 +173,6 @@ def _scan(
             return
 
 
-def _is_library(rest: bytes) -> bool:
-    return rest.startswith(b"__cc") or b":__cc" in rest
-
-
 def inspect_redis(
     client: Any,
     prefix: str,
@@ -239,7 +236,7 @@ def inspect_redis(
     before = 0.0  # coverage before the current page
     fraction = 1.0
     for page in _scan(client, match, scan_count, coverage, progress("sampling", coverage)):
-        keys = [k for k in page if not _is_library(k[len(kp_bytes) :])]
+        keys = [k for k in page if not has_segment(k[len(kp_bytes) :])]
         share = 1.0
         if sample is not None and seen + len(keys) > sample:
             share = (sample - seen) / len(keys)  # the part of this page's buckets we count
@@ -343,7 +340,7 @@ def _library_keys(
             break
         for key in page:
             rest = key[cut:]
-            if not _is_library(rest):
+            if not has_segment(rest):
                 continue
             if _LOCK.encode() + b":" in key:
                 locks.append(key)

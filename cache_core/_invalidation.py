@@ -44,6 +44,7 @@ from typing import Any, Final, Protocol
 import redis
 
 from ._fork import after_fork_in_child
+from ._validate import has_segment
 
 __all__ = [
     "ClusterInvalidationListener",
@@ -306,7 +307,7 @@ class InvalidationListener:
         for raw in payload:
             if isinstance(raw, bytes) and raw.startswith(self._bprefix):
                 rest = raw[n:]
-                if rest.startswith(b"__cc") or b":__cc" in rest:
+                if has_segment(rest):
                     continue  # a library key (a fence, a lease lock): never in an L1
                 try:
                     keys.append(rest.decode())

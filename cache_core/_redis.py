@@ -45,6 +45,7 @@ from ._validate import (
     check_key,
     check_keys,
     check_value,
+    has_segment,
     is_reserved,
     ttl_ms,
     ttl_seconds,
@@ -635,8 +636,9 @@ class RedisCache:
         rkey = self._kp + check_key(key)
         upto = self._pending_seq
         try:
-            if self._fenceable(rkey):
-                self.run("SET", self._set_fenced, [fence_key(self._kp, key), rkey], [data, px or 0])
+            fence = self.redis_fence_key(key)
+            if fence is not None:
+                self.run("SET", self._set_fenced, [fence, rkey], [data, px or 0])
             else:
                 self.run("SET", self._client.set, rkey, data, px=px)
         except BackendError as exc:
@@ -648,6 +650,14 @@ class RedisCache:
     def _fenceable(self, rkey: str) -> bool:
         # On a cluster the fence must share the value's slot (one script touches both).
         return not self._cluster or fence_shares_slot(rkey)
+
+    def redis_fence_key(self, key: str) -> str | None:
+        """The Redis key of ``key``'s fence (see ``_fence``), in the value's slot; None on a
+        cluster when the key's braces are not a hash tag (it is then stored unfenced). A script
+        that writes ``key`` outside this class drops this key too."""
+        if not self._fenceable(self._kp + key):
+            return None
+        return fence_key(self._kp, key)
 
     def _on_failed_write(self, exc: BackendError, keys: Iterable[str]) -> None:
         """A write that may not have reached Redis becomes a remembered invalidation."""
@@ -662,12 +672,10 @@ class RedisCache:
         None when the key cannot be fenced (on a cluster, a key whose braces are not a hash
         tag): store it with ``set``. Raises ``BackendError`` when Redis cannot be asked.
         """
-        rkey = self._kp + check_key(key)
-        if not self._fenceable(rkey):
+        fence = self.redis_fence_key(check_key(key))
+        if fence is None:
             return None
-        token = self.run(
-            "FENCE", self._take_fence, [fence_key(self._kp, key)], [new_token(), FENCE_TTL_MS]
-        )
+        token = self.run("FENCE", self._take_fence, [fence], [new_token(), FENCE_TTL_MS])
         return token.decode() if isinstance(token, bytes) else str(token)
 
     def set_fenced(self, key: str, value: bytes, ttl: TTL | None, token: str) -> bool:
@@ -758,8 +766,8 @@ class RedisCache:
         """
         rkey = self._kp + check_key(key)
         try:
-            if self._fenceable(rkey):
-                fence = fence_key(self._kp, key)
+            fence = self.redis_fence_key(key)
+            if fence is not None:
                 return bool(self.run("UNLINK", self._delete_fenced, [rkey, fence]))
             return bool(self.run("UNLINK", self._client.unlink, rkey))
         except BackendError as exc:
@@ -789,7 +797,6 @@ class RedisCache:
         library = self._library_key
         cut = self._kp_len
         fence = FENCE_MARK.encode()
-        nested_fence = b":" + fence
 
         def scan_and_unlink() -> int:
             removed = 0
@@ -804,7 +811,7 @@ class RedisCache:
                 for raw in page:
                     if not library(raw):
                         entries.append(raw)
-                    elif raw[cut:].startswith(fence) or nested_fence in raw[cut:]:
+                    elif has_segment(raw[cut:], fence):
                         fences.append(raw)
                 if fences:
                     self._client.unlink(*fences)
@@ -821,8 +828,7 @@ class RedisCache:
         this cache's prefix marks a key of the library: this cache's own, or one of a cache
         whose prefix extends this one (``app`` sees ``app:sessions:__ccbf__:...``).
         """
-        rest = raw[self._kp_len :]
-        return rest.startswith(b"__cc") or b":__cc" in rest
+        return has_segment(raw[self._kp_len :])
 
     def _scan_pages(self, match: str | None) -> Iterator[list[Any]]:
         if not self._cluster:

@@ -17,6 +17,7 @@ __all__ = [
     "check_keys",
     "check_items",
     "check_value",
+    "has_segment",
     "ttl_ms",
     "ttl_seconds",
 ]
@@ -54,6 +55,12 @@ _RESERVED_SEGMENT: Final = ":" + RESERVED_MARK
 def is_reserved(text: str) -> bool:
     """Whether ``text`` (a key, or a Redis key with its prefix removed) is in the reserved space."""
     return text.startswith(RESERVED_MARK) or _RESERVED_SEGMENT in text
+
+
+def has_segment(rest: bytes, mark: bytes = RESERVED_MARK.encode()) -> bool:
+    """``is_reserved`` on the raw bytes of a Redis key with its prefix removed (SCAN results,
+    invalidation messages); ``mark`` narrows it to one kind of library key (``__cc_fence__:``)."""
+    return rest.startswith(mark) or b":" + mark in rest
 
 
 def check_key(key: object) -> str:

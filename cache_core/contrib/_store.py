@@ -30,7 +30,6 @@ from redis.cluster import ClusterNode
 
 from .._breaker import CircuitBreaker
 from .._envelope import plain_prefix
-from .._fence import fence_key, fence_shares_slot
 from .._memory import MemoryCache
 from .._multilevel import MultiLevelCache
 from .._redis import RedisCache
@@ -386,11 +385,9 @@ class Store:
 
     def _keys(self, key: str) -> list[str]:
         """The value's Redis key and, where it can share the slot, its fence (KEYS[2])."""
-        redis = self.redis
-        rkey = redis.redis_key(key)
-        if redis.is_cluster and not fence_shares_slot(rkey):
-            return [rkey]
-        return [rkey, fence_key(redis.redis_key_prefix, key)]
+        rkey = self.redis.redis_key(key)
+        fence = self.redis.redis_fence_key(key)
+        return [rkey] if fence is None else [rkey, fence]
 
     def add(self, key: str, value: Any, ttl: float | None) -> bool:
         """SET NX: True if the key was absent and now holds ``value``."""
