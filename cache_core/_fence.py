@@ -38,8 +38,6 @@ __all__ = [
     "FENCE_TTL",
     "FENCE_TTL_MS",
     "MemoryFences",
-    "SET_FENCED",
-    "SET_IF_FENCE",
     "SET_MANY_IF_FENCE",
     "SET_MANY_FENCED",
     "TAKE_FENCE",
@@ -61,31 +59,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
 """
 
-# KEYS[1] fence, KEYS[2] value. ARGV[1] token, ARGV[2] value, ARGV[3] px (0: no expiry).
-SET_IF_FENCE: Final = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local px = tonumber(ARGV[3])
-if px > 0 then
-    redis.call('SET', KEYS[2], ARGV[2], 'PX', px)
-else
-    redis.call('SET', KEYS[2], ARGV[2])
-end
-redis.call('DEL', KEYS[1])
-return 1
-"""
-
-# A write: KEYS[1] fence, KEYS[2] value. ARGV[1] value, ARGV[2] px (0: no expiry).
-SET_FENCED: Final = """
-redis.call('DEL', KEYS[1])
-local px = tonumber(ARGV[2])
-if px > 0 then
-    redis.call('SET', KEYS[2], ARGV[1], 'PX', px)
-else
-    redis.call('SET', KEYS[2], ARGV[1])
-end
-return 1
-"""
-
 # A delete: KEYS = value keys then their fences (n each). Returns how many values existed.
 DELETE_FENCED: Final = """
 local n = #KEYS / 2
@@ -97,7 +70,8 @@ end
 return removed
 """
 
-# Many writes: KEYS = value keys then their fences (n each); ARGV = value, px per key.
+# Writes (one key or many; ``set`` is n = 1): KEYS = value keys then their fences (n each);
+# ARGV = value, px per key (px 0: no expiry).
 SET_MANY_FENCED: Final = """
 local n = #KEYS / 2
 for i = 1, n do
@@ -113,8 +87,8 @@ return n
 """
 
 
-# Many stores: KEYS = value keys then their fences (n each); ARGV = token, value, px per key.
-# Returns the 1-based indexes of the keys stored.
+# Stores of loaded values (one key or many; ``set_fenced`` is n = 1): KEYS = value keys then
+# their fences (n each); ARGV = token, value, px per key. Returns the 1-based indexes stored.
 SET_MANY_IF_FENCE: Final = """
 local n = #KEYS / 2
 local stored = {}

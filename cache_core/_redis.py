@@ -22,8 +22,6 @@ from ._fence import (
     DELETE_FENCED,
     FENCE_MARK,
     FENCE_TTL_MS,
-    SET_FENCED,
-    SET_IF_FENCE,
     SET_MANY_FENCED,
     SET_MANY_IF_FENCE,
     TAKE_FENCE,
@@ -200,8 +198,6 @@ class RedisCache:
         self._pending_lock = threading.Lock()
         self._replay_lock = threading.Lock()
         self._take_fence = client.register_script(TAKE_FENCE)
-        self._set_if_fence = client.register_script(SET_IF_FENCE)
-        self._set_fenced = client.register_script(SET_FENCED)
         self._delete_fenced = client.register_script(DELETE_FENCED)
         self._set_many_fenced = client.register_script(SET_MANY_FENCED)
         self._set_many_if_fence = client.register_script(SET_MANY_IF_FENCE)
@@ -638,7 +634,7 @@ class RedisCache:
         try:
             fence = self.redis_fence_key(key)
             if fence is not None:
-                self.run("SET", self._set_fenced, [fence, rkey], [data, px or 0])
+                self.run("SET", self._set_many_fenced, [rkey, fence], [data, px or 0])
             else:
                 self.run("SET", self._client.set, rkey, data, px=px)
         except BackendError as exc:
@@ -690,7 +686,7 @@ class RedisCache:
         if not isinstance(token, str):
             raise TypeError(f"token must be str, not {type(token).__name__}")
         stored = self.run(
-            "SET", self._set_if_fence, [fence_key(self._kp, key), rkey], [token, data, px or 0]
+            "SET", self._set_many_if_fence, [rkey, fence_key(self._kp, key)], [token, data, px or 0]
         )
         return bool(stored)
 
@@ -741,7 +737,9 @@ class RedisCache:
                 pipe = self._client.pipeline(transaction=False)
                 for key, value, px, token in rows:
                     fence = fence_key(kp, key)
-                    pipe.execute_command("EVAL", SET_IF_FENCE, 2, fence, kp + key, token, value, px)
+                    pipe.execute_command(
+                        "EVAL", SET_MANY_IF_FENCE, 2, kp + key, fence, token, value, px
+                    )
                 replies = pipe.execute()
                 return {row[0] for row, ok in zip(rows, replies, strict=True) if ok}
             for start in range(0, len(rows), _SET_MANY_CHUNK):
