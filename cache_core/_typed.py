@@ -501,27 +501,7 @@ class TypedCache(Generic[T]):
         """Store many values in one round trip, each with its own jittered TTL."""
         if not isinstance(items, Mapping):
             raise TypeError(f"items must be a Mapping[str, T], not {type(items).__name__}")
-        opts = self._options
-        base = self._base_ttl(ttl)  # validated once, before encoding anything
-        entries: dict[str, tuple[bytes, float | None]] = {}
-        if opts.wants_meta or base is None:
-            for key, value in items.items():
-                check_key(key)
-                logical, physical = self._jittered(base, opts)  # a TTL of its own per key
-                entries[key] = (self._encode(key, value, opts, logical, 0.0), physical)
-        else:
-            # The warming path: _encode and _jittered inlined (no metadata, a TTL per key).
-            dumps, prefix, random, jitter = self._dumps, self._prefix, self._random, opts.ttl_jitter
-            for key, value in items.items():
-                if type(key) is not str or not key:
-                    check_key(key)  # the byte cache checks the rest of the grammar before I/O
-                try:
-                    payload = dumps(value)
-                except SerializationError as exc:
-                    raise SerializationError(
-                        f"cannot encode the value for key {key!r}: {exc}"
-                    ) from exc
-                entries[key] = (prefix + payload, base * (1.0 - jitter * random()))
+        entries = self._entries(items, ttl)
         if not entries:
             return
         try:
@@ -575,14 +555,27 @@ class TypedCache(Generic[T]):
     def _entries(
         self, items: Mapping[str, T], ttl: TTL | None
     ) -> dict[str, tuple[bytes, float | None]]:
-        """Encoded entries, each with its own jittered TTL (validated once, before encoding)."""
+        """Encoded entries, each with its own jittered TTL (validated once, before encoding):
+        the one batch encoder of ``mset`` and ``mset_loaded`` (the warmer's path)."""
         opts = self._options
-        base = self._base_ttl(ttl)
+        base = self._base_ttl(ttl)  # validated once, before encoding anything
         entries: dict[str, tuple[bytes, float | None]] = {}
+        if opts.wants_meta or base is None:
+            for key, value in items.items():
+                check_key(key)
+                logical, physical = self._jittered(base, opts)  # a TTL of its own per key
+                entries[key] = (self._encode(key, value, opts, logical, 0.0), physical)
+            return entries
+        # The warming path: _encode and _jittered inlined (no metadata, a TTL per key).
+        dumps, prefix, random, jitter = self._dumps, self._prefix, self._random, opts.ttl_jitter
         for key, value in items.items():
-            check_key(key)
-            logical, physical = self._jittered(base, opts)
-            entries[key] = (self._encode(key, value, opts, logical, 0.0), physical)
+            if type(key) is not str or not key:
+                check_key(key)  # the byte cache checks the rest of the grammar before I/O
+            try:
+                payload = dumps(value)
+            except SerializationError as exc:
+                raise SerializationError(f"cannot encode the value for key {key!r}: {exc}") from exc
+            entries[key] = (prefix + payload, base * (1.0 - jitter * random()))
         return entries
 
     # -- read-through ------------------------------------------------------------------------
