@@ -51,12 +51,19 @@ FENCE_MARK: Final = "__cc_fence__:"
 FENCE_TTL: Final = 120.0
 FENCE_TTL_MS: Final = int(FENCE_TTL * 1000)
 
-# KEYS[1] fence. ARGV[1] a new random token, ARGV[2] its lifetime (ms). Returns the token.
+# KEYS = fences (one or many). ARGV[1] a new random token base, ARGV[2] the lifetime (ms) of
+# a fence it creates. Returns each fence's token: the one there, else base .. ":" .. i, created.
 TAKE_FENCE: Final = """
-local token = redis.call('GET', KEYS[1])
-if token then return token end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
+local tokens = {}
+for i = 1, #KEYS do
+    local token = redis.call('GET', KEYS[i])
+    if not token then
+        token = ARGV[1] .. ':' .. i
+        redis.call('SET', KEYS[i], token, 'PX', ARGV[2])
+    end
+    tokens[i] = token
+end
+return tokens
 """
 
 # A delete: KEYS = value keys then their fences (n each). Returns how many values existed.

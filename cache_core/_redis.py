@@ -671,7 +671,7 @@ class RedisCache:
         fence = self.redis_fence_key(check_key(key))
         if fence is None:
             return None
-        token = self.run("FENCE", self._take_fence, [fence], [new_token(), FENCE_TTL_MS])
+        (token,) = self.run("FENCE", self._take_fence, [fence], [new_token(), FENCE_TTL_MS])
         return token.decode() if isinstance(token, bytes) else str(token)
 
     def set_fenced(self, key: str, value: bytes, ttl: TTL | None, token: str) -> bool:
@@ -691,25 +691,33 @@ class RedisCache:
         return bool(stored)
 
     def fence_many(self, keys: Iterable[str]) -> dict[str, str | None]:
-        """``fence`` for a batch (one pipelined round trip): key -> token, or None (unfenceable)."""
+        """``fence`` for a batch: key -> token, or None (unfenceable).
+
+        One script per chunk of 1000 keys on a single server (the warmer's path); on a cluster
+        the fences span slots: a pipeline of SET NX + GET per key, which redis-py splits per node.
+        """
         wanted = list(dict.fromkeys(check_keys(keys)))
         kp = self._kp
         fenced = [k for k in wanted if self._fenceable(kp + k)]
-
-        def take() -> list[Any]:
-            # SET NX then GET, per key, in order on the key's node: a new token or the shared one.
-            pipe = self._client.pipeline(transaction=False)
-            for key in fenced:
-                fence = fence_key(kp, key)
-                pipe.set(fence, new_token(), nx=True, px=FENCE_TTL_MS)
-                pipe.get(fence)
-            return pipe.execute()
-
         route = [fence_key(kp, k) for k in fenced]
-        replies = self.run_routed("FENCE", route, take) if fenced else []
+        found: list[Any] = []
+        if fenced and self._cluster:
+
+            def take() -> list[Any]:
+                # In order on the key's node: a new token, or the one a loader already holds.
+                pipe = self._client.pipeline(transaction=False)
+                for fence in route:
+                    pipe.set(fence, new_token(), nx=True, px=FENCE_TTL_MS)
+                    pipe.get(fence)
+                return pipe.execute()[1::2]
+
+            found = self.run_routed("FENCE", route, take)
+        else:  # a single server (or behind Sentinel); nothing to do when nothing is fenced
+            for start in range(0, len(route), _SET_MANY_CHUNK):
+                chunk = route[start : start + _SET_MANY_CHUNK]
+                found += self.run("FENCE", self._take_fence, chunk, [new_token(), FENCE_TTL_MS])
         tokens: dict[str, str | None] = dict.fromkeys(wanted)
-        for i, key in enumerate(fenced):
-            token = replies[2 * i + 1]
+        for key, token in zip(fenced, found, strict=True):
             tokens[key] = token.decode() if isinstance(token, bytes) else None
         return tokens
 
