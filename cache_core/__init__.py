@@ -26,11 +26,20 @@ from ._serializers import (
     PickleSerializer,
     Serializer,
 )
-from ._singleflight import Singleflight, SingleflightInterrupted
+from ._singleflight import Singleflight
 from ._typed import TypedCache, TypedCacheStats
 from ._validate import MAX_TTL
 from ._warmer import CacheWarmer, WarmReport
-from .errors import BackendError, CacheError, CacheMiss, CircuitOpenError, SerializationError
+from .errors import (
+    BackendError,
+    CacheError,
+    CacheMiss,
+    CircuitOpenError,
+    NoValue,
+    SerializationError,
+    SingleflightInterrupted,
+    Unencodable,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -58,6 +67,7 @@ __all__ = [
     "MultiLevelCache",
     "MultiLevelStats",
     "NATIVE",
+    "NoValue",
     "PickleSerializer",
     "ProtectedCache",
     "ProtectedCacheStats",
@@ -69,6 +79,7 @@ __all__ = [
     "SingleflightInterrupted",
     "TypedCache",
     "TypedCacheStats",
+    "Unencodable",
     "WarmReport",
     "__version__",
     "default_cache",

@@ -65,8 +65,8 @@ from ._bloom import (
     optimal_params,
 )
 from ._hashing import Key, check_seed, key_bytes
-from ._lease_lock import slot_tag
 from ._redis import REDIS_ERRORS, RedisCache, wrap_redis_error
+from ._redis_keys import slot_tag
 from ._validate import ttl_seconds
 from .errors import CacheMiss
 

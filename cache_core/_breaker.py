@@ -37,15 +37,21 @@ import time
 from collections.abc import Callable
 from typing import Final, Literal
 
-from redis.exceptions import AskError, ClusterError, RedisClusterException, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    MaxConnectionsError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._fork import after_fork_in_child
 from ._metrics import REGISTRY, BreakerStats
-from .errors import CircuitOpenError
+from .errors import BackendError, CircuitOpenError
 
-__all__ = ["CircuitBreaker", "is_outage", "is_routing", "is_timeout"]
+__all__ = ["CircuitBreaker", "is_outage", "is_routing", "is_timeout", "is_unreachable"]
 
 log = logging.getLogger("cache_core.breaker")
 
@@ -86,6 +92,16 @@ def is_timeout(exc: BaseException | None) -> bool:
 def is_outage(exc: BaseException | None) -> bool:
     """Whether ``exc`` says the backend is unreachable or unhealthy (not a command error)."""
     return isinstance(exc, _OUTAGE_ERRORS) and not is_routing(exc)
+
+
+def is_unreachable(exc: BackendError) -> bool:
+    """Whether ``exc`` means this process cannot reach the backend at all right now: its
+    breaker is open, or the driver failed to connect (running out of pooled connections is
+    local congestion, not an outage)."""
+    if isinstance(exc, CircuitOpenError):
+        return True
+    cause = exc.__cause__
+    return is_outage(cause) and not isinstance(cause, MaxConnectionsError)
 
 
 class CircuitBreaker:

@@ -24,13 +24,14 @@ Reads never touch fences: the hit path is unchanged. The in-process ``MemoryFenc
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable
 from typing import Final
 
 from cachetools import TTLCache
+
+from ._redis_keys import slot_tag
 
 __all__ = [
     "DELETE_FENCED",
@@ -43,7 +44,6 @@ __all__ = [
     "TAKE_FENCE",
     "fence_key",
     "new_token",
-    "slot_tag",
 ]
 
 FENCE_MARK: Final = "__cc_fence__:"
@@ -115,34 +115,9 @@ return stored
 """
 
 
-def slot_tag(redis_key: str) -> str:
-    """A hash tag that puts a companion key in ``redis_key``'s own Redis Cluster slot.
-
-    Redis hashes the first non-empty ``{...}`` of a key, else the whole key. When the slot
-    content cannot itself be written inside braces (it contains ``{`` or ``}``), a digest is
-    used: the companions still share one slot with each other, just not with the value.
-    """
-    start = redis_key.find("{")
-    if start != -1:
-        end = redis_key.find("}", start + 1)
-        if end > start + 1:
-            return redis_key[start + 1 : end]
-    if "{" in redis_key or "}" in redis_key:
-        return hashlib.blake2b(redis_key.encode(), digest_size=12).hexdigest()
-    return redis_key
-
-
 def fence_key(kp: str, key: str) -> str:
     """The fence of ``key`` under the key prefix ``kp`` (in the value's slot when possible)."""
     return f"{kp}{FENCE_MARK}{{{slot_tag(kp + key)}}}:{key}"
-
-
-def fence_shares_slot(redis_key: str) -> bool:
-    """Whether the fence can live in the value's Cluster slot (not when braces are unbalanced)."""
-    if "{" not in redis_key and "}" not in redis_key:
-        return True
-    start = redis_key.find("{")
-    return start != -1 and redis_key.find("}", start + 1) > start + 1
 
 
 def new_token() -> str:

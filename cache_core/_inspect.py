@@ -46,7 +46,7 @@ import redis
 
 from . import _serializers
 from ._envelope import FLAG_META, FLAG_TOMBSTONE, MAGIC, VERSION
-from ._redis import escape_glob
+from ._redis_keys import escape_glob
 from ._validate import has_segment
 
 __all__ = ["InspectReport", "add_parser", "format_text", "inspect_redis", "main", "run"]

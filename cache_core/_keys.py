@@ -70,6 +70,7 @@ from typing import Any, Final
 
 from ._hashing import hash128
 from ._validate import RESERVED_MARK
+from .errors import Unencodable
 
 __all__ = [
     "KEY_VERSION",
@@ -87,14 +88,6 @@ KEY_VERSION: Final = 1
 LONG_KEY: Final = 200
 
 Encoder = Callable[[Any], str]
-
-
-class Unencodable(TypeError):
-    """A value (possibly nested) of a type that has no stable encoding."""
-
-    def __init__(self, value: object, reason: str = "") -> None:
-        self.type_name = _type_name(type(value))
-        super().__init__(reason or f"a value of type {self.type_name} cannot be encoded stably")
 
 
 #: Containers (and ``__cache_key__`` / dataclass values) nested deeper than this in one argument

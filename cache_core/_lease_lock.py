@@ -28,11 +28,11 @@ from typing import Any, Final
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._fence import slot_tag
 from ._redis import RedisCache
+from ._redis_keys import slot_tag
 from .errors import BackendError
 
-__all__ = ["LeaseLock", "LeaseLockFactory", "slot_tag", "stamped_token"]
+__all__ = ["LeaseLock", "LeaseLockFactory", "stamped_token"]
 
 # KEYS[1] lock, KEYS[2] wake-up list, KEYS[3] follower count; ARGV[1] token, ARGV[2] lease ms
 _ACQUIRE: Final = """

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._fork import after_fork_in_child
 from ._metrics import CacheMetrics, StatsView, derive
+from ._protocols import KeyLister, LeaseLockSource
 from ._validate import (
     MISSING,
     TTL,
@@ -19,7 +20,10 @@ from ._validate import (
     check_value,
     ttl_seconds,
 )
-from .errors import BackendError, CacheMiss
+from .errors import BackendError, CacheError, CacheMiss
+
+if TYPE_CHECKING:
+    from ._lease_lock import LeaseLockFactory
 
 __all__ = ["MultiLevelCache", "MultiLevelStats"]
 
@@ -292,6 +296,19 @@ class MultiLevelCache:
     @property
     def l2(self) -> Any:
         return self._l2
+
+    def lease_locks(self) -> LeaseLockFactory | None:
+        """The L2's lease locks (``LeaseLockSource``): the shared level is where processes meet."""
+        l2 = self._l2
+        return l2.lease_locks() if isinstance(l2, LeaseLockSource) else None
+
+    def scan_keys(self, match: str = "*") -> Iterator[str]:
+        """The L2's keys (``KeyLister``): the shared level is the one that knows every key.
+        A ``CacheError`` when the L2 cannot list its keys."""
+        l2 = self._l2
+        if not isinstance(l2, KeyLister):
+            raise CacheError(f"the L2 ({type(l2).__name__}) cannot list its keys")
+        return l2.scan_keys(match)
 
     @property
     def l1_ttl(self) -> float:

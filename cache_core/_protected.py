@@ -26,9 +26,9 @@ from typing import Any, Final, Generic, NamedTuple, TypeVar
 from ._envelope import FLAG_TOMBSTONE, MAGIC, VERSION, pack
 from ._metrics import CacheMetrics, StatsView, derive
 from ._stats import Counter
-from ._typed import NoValue, TypedCache
+from ._typed import TypedCache
 from ._validate import TTL, check_key, ttl_seconds
-from .errors import BackendError, SerializationError
+from .errors import BackendError, NoValue, SerializationError
 
 __all__ = ["ProtectedCache", "ProtectedCacheStats"]
 

@@ -1,13 +1,37 @@
-"""The byte-cache protocols every backend implements (``Cache`` and ``BatchCache``)."""
+"""The seams between layers, as runtime-checkable protocols.
+
+``Cache`` and ``BatchCache`` are the public byte-cache contract. The others are optional
+capabilities a byte cache declares by having the methods, which the layers above test with
+``isinstance`` instead of asking for a concrete class:
+
+* ``FencedCache``: stores of loaded values lose to writes (read-through, warmer);
+* ``LeaseLockSource``: lends cross-process lease locks (``distributed_lock=True``);
+* ``KeyLister``: lists its keys by glob (``CacheWarmer.refresh``);
+* ``LevelledCache``: reads one level at a time, so the typed layer counts each request once,
+  at the level that answered;
+* ``BloomTarget``: what a penetration guard asks (a ``BloomFilter``, a ``BloomSnapshot``, a
+  ``RedisBloomFilter``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._validate import TTL
 
-__all__ = ["BatchCache", "Cache", "FencedCache"]
+if TYPE_CHECKING:
+    from ._lease_lock import LeaseLockFactory
+
+__all__ = [
+    "BatchCache",
+    "BloomTarget",
+    "Cache",
+    "FencedCache",
+    "KeyLister",
+    "LeaseLockSource",
+    "LevelledCache",
+]
 
 
 @runtime_checkable
@@ -67,3 +91,52 @@ class FencedCache(Protocol):
     def set_fenced(self, key: str, value: bytes, ttl: TTL | None, token: str) -> bool:
         """Store ``value`` only if ``token`` is still the key's fence; True if stored."""
         ...
+
+
+@runtime_checkable
+class LeaseLockSource(Protocol):
+    """A byte cache that can lend cross-process lease locks for its keys."""
+
+    def lease_locks(self) -> LeaseLockFactory | None:
+        """The lease-lock factory for this cache's keys (built on first use), or None when
+        this cache has no shared store to lock in."""
+        ...
+
+
+@runtime_checkable
+class KeyLister(Protocol):
+    """A byte cache that can list its keys (never with KEYS: SCAN on Redis)."""
+
+    def scan_keys(self, match: str = "*") -> Iterator[str]:
+        """The cache keys matching the glob ``match`` (entries only, no library keys)."""
+        ...
+
+
+@runtime_checkable
+class LevelledCache(Protocol):
+    """A byte cache with levels (``MultiLevelCache``): one read per level, and a re-read."""
+
+    def read_l1(self, key: str) -> bytes | None:
+        """The L1's entry, or None (never raises)."""
+        ...
+
+    def read_l2(self, key: str) -> bytes | None:
+        """A request's read below L1 (filling L1 on a hit); backend errors propagate."""
+        ...
+
+    def peek(self, key: str) -> bytes | None:
+        """A re-read inside a request already counted."""
+        ...
+
+
+@runtime_checkable
+class BloomTarget(Protocol):
+    """A set of keys that may exist, as a penetration guard asks it."""
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def add(self, key: str | bytes) -> Any: ...
+
+    def update(self, keys: Iterable[str | bytes]) -> Any: ...
+
+    def contains_many(self, keys: Iterable[str | bytes]) -> list[bool]: ...

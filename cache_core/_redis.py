@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -26,12 +26,12 @@ from ._fence import (
     SET_MANY_IF_FENCE,
     TAKE_FENCE,
     fence_key,
-    fence_shares_slot,
     new_token,
 )
 from ._fork import after_fork_in_child
 from ._invalidation import ClusterInvalidationListener, InvalidationListener, listener_for
 from ._node_breaker import ClusterRouter, NodeBreakers, Router, failed_node
+from ._redis_keys import escape_glob, fence_shares_slot
 from ._sentinel import SentinelGuard
 from ._urls import parse_url
 from ._validate import (
@@ -49,6 +49,9 @@ from ._validate import (
     ttl_seconds,
 )
 from .errors import BackendError, CacheMiss, CircuitOpenError
+
+if TYPE_CHECKING:
+    from ._lease_lock import LeaseLockFactory
 
 __all__ = ["REDIS_ERRORS", "RESERVED_MARK", "RedisCache", "escape_glob", "wrap_redis_error"]
 
@@ -74,12 +77,6 @@ _SET_MANY_CHUNK: Final = 1000
 _R = TypeVar("_R")
 log = logging.getLogger("cache_core")
 _DEFAULT_BREAKER: Final[Any] = object()
-_GLOB_SPECIAL: Final = str.maketrans({c: "\\" + c for c in "\\*?[]"})
-
-
-def escape_glob(text: str) -> str:
-    """Escape Redis glob metacharacters so ``text`` matches itself literally in SCAN MATCH."""
-    return text.translate(_GLOB_SPECIAL)
 
 
 def wrap_redis_error(op: str, exc: BaseException) -> BackendError:
@@ -207,6 +204,7 @@ class RedisCache:
         self._nodes: NodeBreakers | None = None
         self._guard: SentinelGuard | None = None
         self._warned_moved = False
+        self._lease_locks: LeaseLockFactory | None = None  # built by lease_locks(), once
         #: commands retried because their slot was migrating (TRYAGAIN, MOVED, TTL exhausted)
         self.routing_retries = 0
         if breaker is not None and isinstance(client, RedisCluster):
@@ -311,6 +309,19 @@ class RedisCache:
         primary); ``MultiLevelCache`` subscribes its L1 to it.
         """
         return listener_for(self._client, self._kp, cluster=self._cluster)
+
+    def lease_locks(self) -> LeaseLockFactory:
+        """The lease-lock factory for this cache's keys (``LeaseLockSource``), built on first
+        use: a cache whose readers never take a lease registers none of its scripts."""
+        locks = self._lease_locks
+        if locks is None:
+            from ._lease_lock import LeaseLockFactory  # (it imports this module)
+
+            with self._pending_lock:
+                locks = self._lease_locks
+                if locks is None:
+                    locks = self._lease_locks = LeaseLockFactory(self)
+        return locks
 
     def close(self) -> None:
         """Close the client if this cache built it (``from_url``); a caller's client stays open."""

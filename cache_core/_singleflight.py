@@ -11,20 +11,11 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from ._fork import after_fork_in_child
-from .errors import CacheError
+from .errors import SingleflightInterrupted
 
 __all__ = ["Singleflight", "SingleflightInterrupted"]
 
 T = TypeVar("T")
-
-
-class SingleflightInterrupted(CacheError):
-    """Raised in callers that waited on a leader whose ``fn`` ended with a BaseException.
-
-    KeyboardInterrupt, SystemExit and GeneratorExit belong to the leader's thread: they keep
-    propagating there, and re-raising them in other threads would make those threads exit or
-    look interrupted. Waiters get this error instead; ``__cause__`` is the leader's exception.
-    """
 
 
 class _Call:

@@ -27,16 +27,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Generic, NamedTuple, TypeVar, overload
 
-from redis.exceptions import MaxConnectionsError
-
-from ._breaker import is_outage
+from ._breaker import is_unreachable
 from ._codec import TypedCodec
 from ._envelope import Entry, pack, plain_prefix, serializer_id, unpack
 from ._jitter import check_jitter, jittered
 from ._lease_lock import LeaseLock, LeaseLockFactory
 from ._metrics import CacheMetrics, CacheStats, LevelCounters, StatsView, derive
 from ._multilevel import MultiLevelCache
-from ._protocols import FencedCache
+from ._protocols import FencedCache, LeaseLockSource
 from ._redis import RedisCache
 from ._serializers import (
     CompressedSerializer,
@@ -49,7 +47,7 @@ from ._singleflight import Singleflight
 from ._stats import Counter
 from ._validate import MISSING, TTL, check_key, ttl_seconds
 from ._xfetch import should_refresh_early
-from .errors import BackendError, CacheMiss, CircuitOpenError, SerializationError
+from .errors import BackendError, CacheMiss, NoValue, SerializationError
 
 __all__ = ["TypedCache", "TypedCacheStats"]
 
@@ -127,17 +125,6 @@ def _check_options(
     return _Options(
         distributed_lock, timeout, beta, stale, stale_if_error, check_jitter(ttl_jitter)
     )
-
-
-class NoValue(Exception):
-    """Raised by a loader to end a flight without a value, which is not a load error.
-
-    The singleflight hands it to every waiter. ``entry``: raw bytes and a TTL (seconds) that
-    the read-through stores for the key before the waiters are released, through the same
-    fence as a loaded value (``ProtectedCache`` stores its tombstone this way).
-    """
-
-    entry: tuple[bytes, float] | None = None
 
 
 class _Filled(NamedTuple):
@@ -220,14 +207,6 @@ def _redis_below(cache: Any) -> RedisCache | None:
         return None
 
 
-def _in_outage(exc: BackendError) -> bool:
-    """Whether ``exc`` means this process cannot reach the backend at all right now."""
-    if isinstance(exc, CircuitOpenError):
-        return True
-    cause = exc.__cause__
-    return is_outage(cause) and not isinstance(cause, MaxConnectionsError)
-
-
 class TypedCache(Generic[T]):
     """Typed values over a byte cache: ``get`` / ``set`` / ``get_or_set`` / ``delete`` / ``clear``.
 
@@ -289,11 +268,10 @@ class TypedCache(Generic[T]):
         self._options = _check_options(
             distributed_lock, lock_timeout, early_refresh, stale_ttl, stale_if_error, ttl_jitter
         )
-        redis_cache = _redis_below(cache)
         self._locks: LeaseLockFactory | None = None
-        if redis_cache is not None:
-            self._locks = LeaseLockFactory(redis_cache)
-        elif distributed_lock:
+        if isinstance(cache, LeaseLockSource):
+            self._locks = cache.lease_locks()
+        if self._locks is None and distributed_lock:
             raise ValueError(
                 "distributed_lock=True needs a RedisCache underneath (directly or as the L2 of "
                 f"a MultiLevelCache); {builtins.type(cache).__name__} has none"
@@ -963,7 +941,7 @@ class TypedCache(Generic[T]):
         except BackendError as exc:
             self._metrics.backend_error(exc)
             log.debug("cache_core: fence for %r unavailable; the load is not stored: %s", key, exc)
-            return _NO_STORE if _in_outage(exc) else _UNSURE
+            return _NO_STORE if is_unreachable(exc) else _UNSURE
 
     def _release(self, key: str, lock: LeaseLock) -> None:
         """Release the lease; a failure only costs followers the wait until it expires."""
@@ -1056,7 +1034,7 @@ class TypedCache(Generic[T]):
         except BackendError as exc:
             self._metrics.backend_error(exc)
             log.debug("cache_core: store of %r failed; value served uncached: %s", key, exc)
-            return _in_outage(exc)
+            return is_unreachable(exc)
         finally:
             # Any change will do: callers compare it with what they read before their miss.
             self._stores += 1

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import Final
+from typing import Final, TypeVar
+
+_T = TypeVar("_T")
 
 __all__ = [
     "MAX_TTL",
@@ -13,7 +15,11 @@ __all__ = [
     "RESERVED_MARK",
     "TTL",
     "is_reserved",
+    "check_bool",
+    "check_callable",
+    "check_int",
     "check_key",
+    "check_number",
     "check_keys",
     "check_items",
     "check_value",
@@ -179,3 +185,59 @@ def ttl_ms(seconds: float) -> int:
     """Milliseconds for Redis ``PX``: rounded down (never longer than asked), at least 1."""
     ms = int(seconds * 1000.0)
     return ms if ms > 0 else 1
+
+
+# -- small argument checks shared by every module (each names the argument) -----------------
+
+
+def check_callable(value: _T, name: str) -> _T:
+    """``value`` if it is callable, else ``TypeError`` naming ``name``."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, not {type(value).__name__}")
+    return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` if it is a bool (not merely truthy), else ``TypeError`` naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
+    """``value`` if it is an int (a bool is not) ``>= minimum``; else TypeError / ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}: {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_number(
+    value: object,
+    name: str,
+    *,
+    minimum: float | None = None,
+    positive: bool = False,
+    maximum: float | None = None,
+) -> float:
+    """``value`` as a finite float (an int is fine, a bool is not) within the bounds given:
+    ``minimum`` inclusive, ``positive`` (> 0), ``maximum`` inclusive; else TypeError /
+    ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}: {value!r}")
+    number = float(value)
+    if (
+        not math.isfinite(number)
+        or (minimum is not None and number < minimum)
+        or (positive and number <= 0)
+        or (maximum is not None and number > maximum)
+    ):
+        bounds = [
+            "finite",
+            *([f">= {minimum}"] if minimum is not None else []),
+            *(["> 0"] if positive else []),
+            *([f"<= {maximum}"] if maximum is not None else []),
+        ]
+        raise ValueError(f"{name} must be a {' and '.join(bounds)} number, got {value!r}")
+    return number

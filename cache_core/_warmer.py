@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ._multilevel import MultiLevelCache
+from ._protocols import KeyLister
 from ._typed import TypedCache
 from ._validate import TTL, ttl_seconds
 from .errors import CacheError
@@ -230,12 +230,9 @@ class CacheWarmer(Generic[K, V]):
 
     def _existing_keys(self, pattern: str) -> list[str]:
         cache = self._typed.cache
-        while isinstance(cache, MultiLevelCache):
-            cache = cache.l2  # the shared level is the one that knows every key
-        scan = getattr(cache, "scan_keys", None)
-        if scan is None:
+        if not isinstance(cache, KeyLister):
             raise CacheError(
                 f"refresh() cannot list the keys of a {type(cache).__name__}; "
                 "pass the ids to warm() instead"
             )
-        return list(scan(pattern))
+        return list(cache.scan_keys(pattern))

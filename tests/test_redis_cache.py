@@ -11,7 +11,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from cache_core import BackendError, CacheMiss, RedisCache
-from cache_core._redis import escape_glob
+from cache_core._redis_keys import escape_glob
 from tests.redis_harness import RedisClusterHarness, RedisServer
 
 NEIGHBOUR_PREFIXES = ["a", "ab", "aXb", "a*", "a?", "a[b]", "ab]", "a\\", "a\\x", "b", "a[b", "["]

@@ -18,7 +18,8 @@ import redis
 from redis.cluster import RedisCluster
 
 from cache_core import MemoryCache, MultiLevelCache, RedisCache, TypedCache
-from cache_core._lease_lock import LeaseLockFactory, slot_tag
+from cache_core._lease_lock import LeaseLockFactory
+from cache_core._redis_keys import slot_tag
 from tests.conftest import FakeClock, wait_for
 from tests.redis_harness import RedisServer
 
