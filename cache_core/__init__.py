@@ -16,6 +16,7 @@ from ._memoize import CacheInfo, Memoized, memoize
 from ._memory import MemoryCache
 from ._metrics import CacheMetrics, CacheStats, MetricsRegistry, metrics_registry
 from ._multilevel import MultiLevelCache, MultiLevelStats
+from ._options import ReadThroughOptions
 from ._protected import ProtectedCache, ProtectedCacheStats
 from ._protocols import BatchCache, Cache
 from ._redis import RedisCache
@@ -71,6 +72,7 @@ __all__ = [
     "PickleSerializer",
     "ProtectedCache",
     "ProtectedCacheStats",
+    "ReadThroughOptions",
     "RedisBloomFilter",
     "RedisCache",
     "SerializationError",

@@ -30,29 +30,32 @@ that.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import functools
-import inspect
 import logging
 import math
 import secrets
 import threading
 import time
-import typing
 import weakref
 from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
-import msgspec
-
-from ._codec import TypedCodec
 from ._default import default_cache
 from ._keys import KEY_VERSION, KeyBuilder, hash128, value_text
-from ._serializers import JSONSerializer
+from ._memoize_bound import BoundMemoized
+from ._memoize_setup import (
+    MemoizeConfig,
+    check_function,
+    func_name,
+    looks_like_cache,
+    namespace_for,
+)
+from ._options import ReadThroughOptions
+from ._protocols import Cache
+from ._serializers import Serializer
 from ._stats import Counter
 from ._typed import TypedCache, TypedCacheStats
-from ._validate import MISSING, TTL, is_reserved, ttl_seconds
+from ._validate import MISSING, TTL
 from .errors import BackendError
 
 __all__ = ["CacheInfo", "Memoized", "memoize"]
@@ -61,16 +64,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 log = logging.getLogger("cache_core")
 
-#: TypedCache options (the stampede layer) that memoize passes through when given.
-TYPED_OPTIONS = (
-    "distributed_lock",
-    "lock_timeout",
-    "early_refresh",
-    "stale_ttl",
-    "stale_if_error",
-    "ttl_jitter",
-)
-
 _INITIAL_GENERATION = "0"
 
 # Positional arguments of these exact types map to their key text through a bounded dict:
@@ -78,52 +71,6 @@ _INITIAL_GENERATION = "0"
 # itself is what KeyBuilder writes, so it is identical in every process.
 _MEMO_TYPES = frozenset({str, int})
 _MEMO_MAX = 4096
-
-
-def _names_a_class(hint: Any, depth: int = 0) -> bool:
-    """Whether a type hint mentions a user class (dataclass, NamedTuple, Struct, TypedDict, Enum).
-
-    Only those need a type to come back as themselves; everything else round-trips untyped.
-    """
-    if depth > 20:
-        return False
-    args = typing.get_args(hint)
-    if args:
-        return any(_names_a_class(a, depth + 1) for a in args)
-    if not isinstance(hint, type) or hint.__module__ == "builtins":
-        return False
-    return (
-        dataclasses.is_dataclass(hint)
-        or typing.is_typeddict(hint)
-        or issubclass(hint, enum.Enum | msgspec.Struct)
-        or (issubclass(hint, tuple) and hasattr(hint, "_fields"))
-    )
-
-
-def _return_type(func: Callable[..., Any], returns: Any) -> Any:
-    """The type results decode into: ``returns`` if given, else the return annotation.
-
-    An annotation that msgspec cannot decode into (or ``Any``, ``object``, ``None``, an
-    unresolvable forward reference) leaves results untyped; an explicit ``returns`` of that
-    kind is an error at decoration time (raised by TypedCache).
-    """
-    if returns is not MISSING:
-        return returns
-    try:
-        hint = typing.get_type_hints(func).get("return")
-    except Exception:  # unresolvable forward reference, a callable without annotations, ...
-        return None
-    if hint is None or hint in (type(None), Any, object):
-        return None
-    if not _names_a_class(hint):
-        # Builtins, datetimes, Any and containers of them: the untyped codec already brings
-        # them back exactly (tuples, sets, datetimes inside a dict[str, Any] included).
-        return None
-    try:
-        TypedCodec(hint)
-    except TypeError:
-        return None
-    return hint
 
 
 class CacheInfo(NamedTuple):
@@ -139,155 +86,44 @@ class CacheInfo(NamedTuple):
     errors: int
 
 
-def _typed_option_names() -> frozenset[str]:
-    params = inspect.signature(TypedCache.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return frozenset(TYPED_OPTIONS)
-    return frozenset(params)
-
-
-def _check_function(func: object) -> None:
-    if not callable(func):
-        raise TypeError(f"memoize needs a callable, not {type(func).__name__}: {func!r}")
-    for candidate in {id(func): func, id(inspect.unwrap(func)): inspect.unwrap(func)}.values():
-        if inspect.iscoroutinefunction(candidate) or inspect.isasyncgenfunction(candidate):
-            raise TypeError(
-                f"memoize cannot wrap the async function {_name(func)}: cache_core is a "
-                "synchronous library (the cached value would be a coroutine)"
-            )
-        if inspect.isgeneratorfunction(candidate):
-            raise TypeError(
-                f"memoize cannot wrap the generator function {_name(func)}: a generator is "
-                "consumed once; memoize a function that returns a list instead"
-            )
-
-
-def _name(func: object) -> str:
-    return str(getattr(func, "__qualname__", None) or type(func).__name__)
-
-
-def _namespace(func: object, namespace: object) -> str:
-    """The key namespace: ``namespace`` checked, or ``module:qualname`` when it names one function.
-
-    A qualified name holding ``<locals>`` (a function built by a factory) or ``<lambda>`` is
-    shared by every function built the same way, whose results would then be shared too: such
-    functions must say what distinguishes them with ``namespace=``.
-    """
-    if namespace is None:
-        qualname = _name(func)
-        if "<locals>" in qualname or "<lambda>" in qualname:
-            raise TypeError(
-                f"memoize cannot key {qualname!r} by its qualified name: every function built "
-                "by the same factory (or every lambda in the module) has that name and would "
-                "share its results. Pass namespace=... naming what makes this one distinct "
-                "(e.g. namespace=f'orders:{table}')"
-            )
-        namespace = f"{getattr(func, '__module__', None)}:{qualname}"
-    elif not isinstance(namespace, str):
-        raise TypeError(f"namespace must be str, not {type(namespace).__name__}")
-    if not namespace:
-        raise ValueError("namespace must be a non-empty str, got ''")
-    try:
-        namespace.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"namespace must be encodable as UTF-8, got {namespace!r}") from None
-    if is_reserved(namespace):
-        raise ValueError(
-            f"namespace {namespace!r} lies in the library's reserved space (a ':'-segment "
-            "starting with '__cc'); choose another namespace"
-        )
-    return namespace
-
-
-def _looks_like_cache(obj: object) -> bool:
-    return isinstance(obj, TypedCache) or all(
-        callable(getattr(obj, m, None)) for m in ("get", "set", "delete")
-    )
-
-
 class Memoized(Generic[P, R]):
     """A memoized function: call it like the original; inspect and manage its cache entries.
 
     Built by ``memoize``; not meant to be instantiated directly.
     """
 
-    def __init__(
-        self,
-        func: Callable[P, R],
-        *,
-        cache: Any,
-        ttl: TTL | None,
-        namespace: str | None,
-        key: Callable[..., object] | None,
-        typed: bool,
-        serializer: Any,
-        generation_interval: float,
-        timer: Callable[[], float],
-        typed_options: dict[str, Any],
-        returns: Any = MISSING,
-    ) -> None:
-        _check_function(func)
-        if ttl is not None:
-            ttl_seconds(ttl, None)
-        namespace = _namespace(func, namespace)
-        if key is not None and not callable(key):
-            raise TypeError(f"key must be a callable or None, not {type(key).__name__}")
-        if not isinstance(typed, bool):
-            raise TypeError(f"typed must be a bool, not {type(typed).__name__}")
-        if (
-            isinstance(generation_interval, bool)
-            or not isinstance(generation_interval, int | float)
-            or not 0 <= generation_interval < float("inf")
-        ):
-            raise ValueError(
-                f"generation_interval must be a finite number of seconds >= 0, "
-                f"got {generation_interval!r}"
-            )
-        if not callable(timer):
-            raise TypeError(f"timer must be callable, not {type(timer).__name__}")
-        _check_cache(cache, serializer, typed_options)
-        if returns is not MISSING and isinstance(cache, TypedCache):
-            raise TypeError(
-                "returns cannot be given with a TypedCache: give the TypedCache its type= "
-                "(or pass a byte cache)"
-            )
-        self._returns = _return_type(func, returns)
-        if self._returns is not None and returns is MISSING:
-            # From the annotation: a serializer without a typed form keeps results untyped.
-            chosen = serializer if serializer is not None else JSONSerializer()
-            if not callable(getattr(chosen, "for_type", None)):
-                self._returns = None
-
+    def __init__(self, func: Callable[P, R], config: MemoizeConfig) -> None:
+        check_function(func)
+        namespace = namespace_for(func, config.namespace)
+        self._config = config
+        self._returns = config.result_type(func)
         self.__wrapped__ = func
         functools.update_wrapper(self, func)
         self._func = func
-        self._ttl = ttl
+        self._ttl = config.ttl
         self._namespace = namespace
-        self._key_fn = key
+        self._key_fn = config.key
         self._keys: KeyBuilder | None = None
-        if key is None:
+        if config.key is None:
             try:
-                self._keys = KeyBuilder(func, typed=typed)
+                self._keys = KeyBuilder(func, typed=config.typed)
             except (ValueError, TypeError) as exc:  # some builtins have no signature
                 raise TypeError(
-                    f"memoize cannot read the signature of {_name(func)} ({exc}); pass key=..."
+                    f"memoize cannot read the signature of {func_name(func)} ({exc}); pass key=..."
                 ) from exc
-        self._typed_keys = typed
-        self._serializer = serializer
-        self._typed_options = typed_options
         self._lock = threading.Lock()
         self._typed: TypedCache[R] | None = None
         self._byte_cache: Any = None
         self._generation_key = f"{namespace}:gen"
-        if isinstance(cache, TypedCache):
-            self._set_cache(cache)
-        elif cache is not None:
+        if isinstance(config.cache, TypedCache):
+            self._set_cache(config.cache)
+        elif config.cache is not None:
             # Built now so that a bad byte cache or serializer fails at decoration time.
-            self._set_cache(self._typed_cache(cache))
+            self._set_cache(self._typed_cache(config.cache))
         self._generation = _INITIAL_GENERATION
         self._prefix = self._key_prefix(_INITIAL_GENERATION)
-        self._interval = float(generation_interval)
-        self._timer = timer
+        self._interval = float(config.generation_interval)
+        self._timer = config.timer
         self._generation_due = -float("inf")  # read the token on the first call
         self._hits = Counter()
         self._misses = Counter()
@@ -300,13 +136,13 @@ class Memoized(Generic[P, R]):
 
     # -- cache resolution -------------------------------------------------------------------
 
-    def _typed_cache(self, byte_cache: Any) -> TypedCache[R]:
+    def _typed_cache(self, byte_cache: Cache) -> TypedCache[R]:
         return TypedCache(
             byte_cache,
-            serializer=self._serializer,
+            serializer=self._config.serializer,
             type=self._returns,
             name=self._namespace,  # the metrics name (issue 17)
-            **self._typed_options,
+            options=self._config.options,
         )
 
     def _set_cache(self, typed: TypedCache[R]) -> None:
@@ -362,6 +198,10 @@ class Memoized(Generic[P, R]):
             self._generation = generation
         self._generation_due = now + self._interval
 
+    def reread_generation(self) -> None:
+        """Re-read the ``cache_clear`` token on the next call (another process cleared)."""
+        self._generation_due = -math.inf
+
     # -- calls --------------------------------------------------------------------------------
 
     def _arg_text(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -371,7 +211,7 @@ class Memoized(Generic[P, R]):
         assert self._key_fn is not None
         return value_text(
             self._key_fn(*args, **kwargs),
-            typed=self._typed_keys,
+            typed=self._config.typed,
             what=f"the value key= returned for {self._namespace}",
         )
 
@@ -494,47 +334,9 @@ def _generation_watcher(
     def watch(keys: list[str] | None) -> None:
         memoized = ref()
         if memoized is not None and (keys is None or generation_key in keys):
-            memoized._generation_due = -math.inf
+            memoized.reread_generation()
 
     return watch
-
-
-class BoundMemoized:
-    """A memoized method bound to an instance: ``obj.method``.
-
-    Holds ``obj`` only as long as the caller holds this object (like a bound method); nothing
-    in the cache refers to it. ``invalidate`` / ``refresh`` / ``cache_key`` prepend ``obj``.
-    """
-
-    __slots__ = ("__func__", "__self__")
-
-    def __init__(self, memoized: Memoized[..., Any], instance: object) -> None:
-        self.__func__ = memoized
-        self.__self__ = instance
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__func__(self.__self__, *args, **kwargs)
-
-    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
-        return self.__func__.invalidate(self.__self__, *args, **kwargs)
-
-    def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__func__.refresh(self.__self__, *args, **kwargs)
-
-    def cache_key(self, *args: Any, **kwargs: Any) -> str:
-        return self.__func__.cache_key(self.__self__, *args, **kwargs)
-
-    def cache_info(self) -> CacheInfo:
-        return self.__func__.cache_info()
-
-    def cache_clear(self) -> None:
-        self.__func__.cache_clear()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__func__, name)
-
-    def __repr__(self) -> str:
-        return f"<bound memoized {self.__func__.namespace} of {type(self.__self__).__name__}>"
 
 
 @overload
@@ -543,13 +345,13 @@ def memoize(cache: Callable[P, R], /) -> Memoized[P, R]: ...
 
 @overload
 def memoize(
-    cache: Any = None,
+    cache: Cache | TypedCache[Any] | None = None,
     *,
     ttl: TTL | None = None,
     namespace: str | None = None,
     key: Callable[..., object] | None = None,
     typed: bool = False,
-    serializer: Any = None,
+    serializer: Serializer | None = None,
     generation_interval: float = 1.0,
     timer: Callable[[], float] = time.monotonic,
     distributed_lock: Any = MISSING,
@@ -562,6 +364,7 @@ def memoize(
 ) -> Callable[[Callable[P, R]], Memoized[P, R]]: ...
 
 
+# long-function: the public signature and its documentation (API.md); the work is 25 lines
 def memoize(
     cache: Any = None,
     *,
@@ -569,7 +372,7 @@ def memoize(
     namespace: str | None = None,
     key: Callable[..., object] | None = None,
     typed: bool = False,
-    serializer: Any = None,
+    serializer: Serializer | None = None,
     generation_interval: float = 1.0,
     timer: Callable[[], float] = time.monotonic,
     distributed_lock: Any = MISSING,
@@ -599,7 +402,7 @@ def memoize(
     Bad arguments, async functions and generator functions raise ``TypeError`` / ``ValueError``
     here, at decoration time.
     """
-    options = {
+    given = {
         name: value
         for name, value in (
             ("distributed_lock", distributed_lock),
@@ -611,80 +414,15 @@ def memoize(
         )
         if value is not MISSING
     }
-
-    if cache is not None and not _looks_like_cache(cache):
-        if callable(cache) or isinstance(cache, classmethod | staticmethod):
-            return _decorate(
-                cache,
-                None,
-                ttl,
-                namespace,
-                key,
-                typed,
-                serializer,
-                generation_interval,
-                timer,
-                options,
-                returns,
-            )  # bare @memoize
+    bare = cache is not None and not looks_like_cache(cache)
+    if bare and not (callable(cache) or isinstance(cache, classmethod | staticmethod)):
         raise TypeError(
             f"memoize's first argument must be a cache, a TypedCache or the function to "
             f"decorate, not {type(cache).__name__}: {cache!r}"
         )
-    # Validate the options now: a decorator factory that only fails once applied is a trap.
-    _probe_options(ttl, namespace, key, typed)
-    _check_cache(cache, serializer, options)
-
-    def decorate(func: Callable[P, R]) -> Any:
-        return _decorate(
-            func,
-            cache,
-            ttl,
-            namespace,
-            key,
-            typed,
-            serializer,
-            generation_interval,
-            timer,
-            options,
-            returns,
-        )
-
-    return decorate
-
-
-def _decorate(
-    func: Any,
-    cache: Any,
-    ttl: TTL | None,
-    namespace: str | None,
-    key: Callable[..., object] | None,
-    typed: bool,
-    serializer: Any,
-    generation_interval: float,
-    timer: Callable[[], float],
-    options: dict[str, Any],
-    returns: Any = MISSING,
-) -> Any:
-    if isinstance(func, classmethod | staticmethod):
-        # @memoize over @classmethod / @staticmethod: memoize the function, keep the kind.
-        inner = _decorate(
-            func.__func__,
-            cache,
-            ttl,
-            namespace,
-            key,
-            typed,
-            serializer,
-            generation_interval,
-            timer,
-            options,
-            returns,
-        )
-        return type(func)(inner)
-    return Memoized(
-        func,
-        cache=cache,
+    # Validated now: a decorator factory that only fails once applied is a trap.
+    config = MemoizeConfig(
+        cache=None if bare else cache,
         ttl=ttl,
         namespace=namespace,
         key=key,
@@ -692,45 +430,21 @@ def _decorate(
         serializer=serializer,
         generation_interval=generation_interval,
         timer=timer,
-        typed_options=options,
+        options=ReadThroughOptions(**given) if given else None,
         returns=returns,
+        given=tuple(given),
     )
+    if bare:
+        return _decorate(cache, config)  # bare @memoize
+
+    def decorate(func: Callable[P, R]) -> Any:
+        return _decorate(func, config)
+
+    return decorate
 
 
-def _check_cache(cache: object, serializer: object, typed_options: dict[str, Any]) -> None:
-    if isinstance(cache, TypedCache):
-        if serializer is not None:
-            raise TypeError(
-                "serializer cannot be given with a TypedCache: it already has one "
-                "(pass a byte cache to choose the serializer here)"
-            )
-        if typed_options:
-            raise TypeError(
-                f"{', '.join(sorted(typed_options))} cannot be given with a TypedCache: "
-                "configure the TypedCache itself"
-            )
-    elif cache is not None and not _looks_like_cache(cache):
-        raise TypeError(f"cache must be a byte cache or a TypedCache, not {type(cache)!r}")
-    if serializer is not None and not (
-        callable(getattr(serializer, "dumps", None))
-        and callable(getattr(serializer, "loads", None))
-    ):
-        raise TypeError(
-            f"serializer must have dumps() and loads(), not {type(serializer).__name__}"
-        )
-    unsupported = set(typed_options) - _typed_option_names() if typed_options else ()
-    if unsupported:
-        raise TypeError(
-            f"this version of TypedCache does not support {', '.join(sorted(unsupported))}"
-        )
-
-
-def _probe_options(ttl: object, namespace: object, key: object, typed: object) -> None:
-    if ttl is not None:
-        ttl_seconds(ttl, None)
-    if namespace is not None and not isinstance(namespace, str):
-        raise TypeError(f"namespace must be str, not {type(namespace).__name__}")
-    if key is not None and not callable(key):
-        raise TypeError(f"key must be a callable or None, not {type(key).__name__}")
-    if not isinstance(typed, bool):
-        raise TypeError(f"typed must be a bool, not {type(typed).__name__}")
+def _decorate(func: Any, config: MemoizeConfig) -> Any:
+    if isinstance(func, classmethod | staticmethod):
+        # @memoize over @classmethod / @staticmethod: memoize the function, keep the kind.
+        return type(func)(_decorate(func.__func__, config))
+    return Memoized(func, config)

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Final, Generic, NamedTuple, TypeVar
+from typing import Final, Generic, NamedTuple, TypeVar
 
-from ._envelope import FLAG_TOMBSTONE, MAGIC, VERSION, pack
 from ._metrics import CacheMetrics, StatsView, derive
+from ._protocols import BloomTarget
 from ._stats import Counter
 from ._typed import TypedCache
-from ._validate import TTL, check_key, ttl_seconds
-from .errors import BackendError, NoValue, SerializationError
+from ._validate import TTL, check_callable, check_key, ttl_seconds
+from .errors import BackendError
 
 __all__ = ["ProtectedCache", "ProtectedCacheStats"]
 
@@ -36,15 +36,6 @@ T = TypeVar("T")
 log = logging.getLogger("cache_core")
 
 _BLOOM_METHODS: Final = ("__contains__", "add", "update", "contains_many")
-
-
-class _Absent(NoValue):
-    """Raised inside the TypedCache singleflight when the loader found nothing.
-
-    It carries the tombstone as its ``entry``: the read-through stores it (fenced) before the
-    flight's waiters are released; each waiter receives (a copy of) this exception and answers
-    None.
-    """
 
 
 class _ProtectedFields(NamedTuple):
@@ -91,7 +82,6 @@ class ProtectedCache(Generic[T]):
     __slots__ = (
         "_bloom",
         "_contains",
-        "_fid",
         "_filter_errors",
         "_hits",
         "_loads",
@@ -101,16 +91,14 @@ class ProtectedCache(Generic[T]):
         "_none",
         "_null_ttl",
         "_rejected",
-        "_tomb_prefix",
-        "_tombstone",
         "_typed",
     )
 
-    def __init__(self, cache: TypedCache[T], bloom: Any, *, null_ttl: TTL = 300) -> None:
+    def __init__(self, cache: TypedCache[T], bloom: BloomTarget, *, null_ttl: TTL = 300) -> None:
         if not isinstance(cache, TypedCache):
             raise TypeError(f"cache must be a TypedCache, not {type(cache).__name__}")
-        missing = [m for m in _BLOOM_METHODS if not callable(getattr(bloom, m, None))]
-        if missing:
+        if not isinstance(bloom, BloomTarget):
+            missing = [m for m in _BLOOM_METHODS if not callable(getattr(bloom, m, None))]
             raise TypeError(
                 f"bloom must be a bloom filter (add, update, in, contains_many), "
                 f"{type(bloom).__name__} lacks {', '.join(missing)}"
@@ -122,9 +110,6 @@ class ProtectedCache(Generic[T]):
         self._bloom = bloom
         self._contains = bloom.__contains__
         self._null_ttl = seconds
-        self._fid: int = cache._fid
-        self._tombstone = pack(self._fid, b"", tombstone=True)
-        self._tomb_prefix = bytes((MAGIC, VERSION, FLAG_TOMBSTONE, self._fid))
         self._rejected = Counter()
         self._negative_hits = Counter()
         self._hits = Counter()
@@ -142,7 +127,7 @@ class ProtectedCache(Generic[T]):
         return self._typed
 
     @property
-    def bloom(self) -> Any:
+    def bloom(self) -> BloomTarget:
         return self._bloom
 
     @property
@@ -173,7 +158,7 @@ class ProtectedCache(Generic[T]):
 
     def is_tombstone(self, data: bytes | None) -> bool:
         """True if ``data`` (raw bytes of the byte cache) is a negative-cache entry."""
-        return data is not None and data[:4] == self._tomb_prefix
+        return self._typed.codec.is_tombstone(data)
 
     def get_or_set(self, key: str, fn: Callable[[], T | None], ttl: TTL | None = None) -> T | None:
         """The value of ``key``, loading it with ``fn`` on a miss; None if it does not exist.
@@ -185,8 +170,7 @@ class ProtectedCache(Generic[T]):
         """
         if type(key) is not str or not key:
             check_key(key)
-        if not callable(fn):
-            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        check_callable(fn, "fn")
         try:
             present = self._contains(key)
         except (BackendError, RuntimeError) as exc:
@@ -199,59 +183,29 @@ class ProtectedCache(Generic[T]):
             self._rejected.incr()
             self._none.rejected()
             return None
-        if ttl is not None:
-            ttl_seconds(ttl, None)
-        typed = self._typed
-        data, rq = typed._lookup(key)  # a backend failure reads as a miss, as in TypedCache
-        if data is not None:
-            if data[:4] == self._tomb_prefix:
-                self._negative_hits.incr()
-                rq.tombstone()
-                return None
-            if data[:4] == typed._prefix:  # a plain value: decode here, no second read
-                try:
-                    value: T = typed._loads(data[4:])  # type: ignore[assignment]
-                except SerializationError:
-                    pass  # TypedCache repairs it below
-                else:
-                    self._hits.incr()
-                    rq.hit()
-                    return value
-            # An entry with metadata (early refresh, stale-while-revalidate) or undecodable:
-            # TypedCache's read-through goes on from this read (no second read; it counts the
-            # request).
-            try:
-                return typed._after_read(
-                    key, self._loader(key, fn), ttl, typed._options, None, data, rq
-                )
-            except _Absent:
-                return None
-        self._misses.incr()
-        rq.miss()
-        try:
-            return typed._load(key, self._loader(key, fn), ttl, typed._options)
-        except _Absent:
-            return None
+        answer = self._typed.get_or_absent(key, self._counted(fn), ttl, null_ttl=self._null_ttl)
+        source = answer.source
+        if source == "hit":
+            self._hits.incr()
+        elif source == "tombstone":
+            self._negative_hits.incr()
+        elif source == "miss":
+            self._misses.incr()
+        elif source == "late_tombstone":
+            self._misses.incr()
+            self._negative_hits.incr()
+        value: T | None = answer.value
+        return value
 
-    def _loader(self, key: str, fn: Callable[[], T | None]) -> Callable[[], T]:
-        """``fn`` wrapped for the singleflight: None becomes a stored tombstone + _Absent."""
+    def _counted(self, fn: Callable[[], T | None]) -> Callable[[], T | None]:
+        """``fn``, counting its calls and its Nones (each None stores a tombstone)."""
 
-        def load() -> T:
-            # A flight that ended just before this one began may have stored a tombstone that
-            # TypedCache's own double-check does not recognise as a value: look for it here.
-            if self.is_tombstone(self._typed._reread(key)):
-                self._negative_hits.incr()
-                raise _Absent(key)
+        def load() -> T | None:
             self._loads.incr()
             value = fn()
-            if value is not None:
-                return value
-            self._negative_stores.incr()
-            # The read-through stores the tombstone through the key's fence (a write that
-            # came after this load began wins over it) before releasing the waiters.
-            absent = _Absent(key)
-            absent.entry = (self._tombstone, self._null_ttl)
-            raise absent
+            if value is None:
+                self._negative_stores.incr()
+            return value
 
         return load
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ._protocols import KeyLister
+from ._protocols import BloomTarget, KeyLister
 from ._typed import TypedCache
 from ._validate import TTL, ttl_seconds
 from .errors import CacheError
@@ -124,7 +124,7 @@ class CacheWarmer(Generic[K, V]):
         ttl: TTL | None = None,
         *,
         progress: ProgressFn | None = None,
-        bloom: Any = None,
+        bloom: BloomTarget | None = None,
     ) -> WarmReport[K]:
         """Load and store ``keys`` batch by batch; a failed batch is reported, the run goes on.
 
@@ -170,7 +170,9 @@ class CacheWarmer(Generic[K, V]):
             tuple(errors),
         )
 
-    def _warm_batch(self, batch: list[K], ttl: TTL | None, bloom: Any) -> tuple[int, list[K]]:
+    def _warm_batch(
+        self, batch: list[K], ttl: TTL | None, bloom: BloomTarget | None
+    ) -> tuple[int, list[K]]:
         key_fn = self._key_fn
         cache_keys: dict[K, str] = {}
         for k in batch:
@@ -207,7 +209,7 @@ class CacheWarmer(Generic[K, V]):
         ttl: TTL | None = None,
         *,
         progress: ProgressFn | None = None,
-        bloom: Any = None,
+        bloom: BloomTarget | None = None,
     ) -> WarmReport[K]:
         """Re-load every key that exists in the cache under the glob ``pattern``.
 

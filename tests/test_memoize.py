@@ -308,7 +308,7 @@ def test_64_threads_one_call(byte_cache: Any) -> None:
     def load(user_id: int) -> dict[str, Any]:
         calls()
         # Hold the load open until the other 63 callers are queued on it.
-        assert wait_for(lambda: load.cache._flight.waiting(load.cache_key(user_id)) == 63)
+        assert wait_for(lambda: load.cache._rt.flight.waiting(load.cache_key(user_id)) == 63)
         return {"id": user_id}
 
     def worker() -> None:
@@ -733,7 +733,7 @@ def test_stampede_options_pass_through_to_the_typed_layer(redis_client: Any) -> 
     def f(x: int) -> int:
         return x * 2
 
-    opts = f.cache._options
+    opts = f.cache.options
     assert (opts.distributed_lock, opts.lock_timeout, opts.early_refresh) == (True, 3.0, 2.0)
     assert (opts.stale_ttl, opts.stale_if_error, opts.ttl_jitter) == (30.0, False, 0.0)
     assert f(21) == 42

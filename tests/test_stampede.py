@@ -559,7 +559,8 @@ def test_a_miss_that_joins_a_refresh_which_gave_way_gets_a_real_value(
 
     in_acquire = threading.Event()
     release = threading.Event()
-    real_lock = typed._locks.lock  # type: ignore[union-attr]
+    locks = typed.cache.lease_locks()
+    real_lock = locks.lock
     attempts: list[int] = []
 
     class GatedLock:
@@ -577,19 +578,19 @@ def test_a_miss_that_joins_a_refresh_which_gave_way_gets_a_real_value(
         def __getattr__(self, name: str) -> Any:
             return getattr(self.inner, name)
 
-    typed._locks.lock = lambda key, lease: GatedLock(real_lock(key, lease))  # type: ignore[union-attr,method-assign]
+    locks.lock = lambda key, lease: GatedLock(real_lock(key, lease))  # type: ignore[method-assign]
     results: dict[str, Any] = {}
     refresher = threading.Thread(
         target=lambda: results.__setitem__("A", typed.get_or_set("k", lambda: "new", ttl=10))
     )
     refresher.start()
     assert in_acquire.wait(5)
-    opts = typed._options
+    opts = typed.options
     miss = threading.Thread(
-        target=lambda: results.__setitem__("B", typed._load("k", lambda: "new", 10, opts))
+        target=lambda: results.__setitem__("B", typed._rt.load("k", lambda: "new", 10, opts))
     )
     miss.start()
-    assert wait_for(lambda: typed._flight.waiting("k") == 1)  # B joined A's flight
+    assert wait_for(lambda: typed._rt.flight.waiting("k") == 1)  # B joined A's flight
     release.set()
     refresher.join(5)
     miss.join(5)
