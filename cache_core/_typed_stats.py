@@ -32,22 +32,6 @@ class TypedCacheStats(_TypedCacheFields, StatsView):
     """
 
 
-def _metrics_for(cache: Cache, name: str | None) -> CacheMetrics:
-    """The typed layer's metrics handle, named ``name``, else after the byte cache's handle or
-    its prefix. A byte cache that counts its own requests (a MultiLevelCache) is *covered*:
-    each request is counted once, by the typed layer, at the level that answered it."""
-    inner = getattr(cache, "metrics", None)
-    if name is None and isinstance(inner, CacheMetrics):
-        name = inner.name
-    if name is None:
-        prefix = getattr(cache, "prefix", None)
-        name = prefix if isinstance(prefix, str) and prefix else None
-    metrics = CacheMetrics(name or "default", "typed")
-    if isinstance(inner, CacheMetrics):
-        inner.cover()
-    return metrics
-
-
 def metrics_for(cache: Cache, name: str | None) -> CacheMetrics:
     """The typed layer's metrics handle, named ``name``, else after the byte cache's handle or
     its prefix. A byte cache that counts its own requests (a MultiLevelCache) is *covered*:
