@@ -470,9 +470,9 @@ def test_local_adds_survive_a_refresh(redis_client: redis.Redis) -> None:
 def test_local_adds_kept_for_refresh_are_bounded(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from cache_core import _bloom_share
+    from cache_core import _bloom_snapshot
 
-    monkeypatch.setattr(_bloom_share, "MAX_LOCAL_ADDS", 5)
+    monkeypatch.setattr(_bloom_snapshot, "MAX_LOCAL_ADDS", 5)
     writer = BloomSnapshot(redis_client, "cap")
     writer.save(local("python", ["a"]))
     reader = BloomSnapshot(redis_client, "cap")
