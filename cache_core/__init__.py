@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from ._backend import NATIVE
 from ._bloom import BloomFilter
-from ._bloom_share import BloomSnapshot, RedisBloomFilter, load_bloom, save_bloom
+from ._bloom_params import BloomParams
+from ._bloom_redis import RedisBloomFilter
+from ._bloom_snapshot import BloomSnapshot, load_bloom, save_bloom
 from ._breaker import CircuitBreaker
 from ._default import default_cache
 from ._hashing import hash128
@@ -49,6 +51,7 @@ __all__ = [
     "BackendError",
     "BatchCache",
     "BloomFilter",
+    "BloomParams",
     "BloomSnapshot",
     "Cache",
     "CacheError",

@@ -5,70 +5,47 @@ The bit array and the per-key paths live in two small subclasses, one per backen
 returns an instance of one of them, so ``key in bf`` dispatches straight to the backend's method
 with no forwarding layer: on the native single-key path a Python-level hop costs about as much as
 the C work itself.
+
+The parameters (``BloomParams``) and the serialized format live in ``_bloom_params``; a filter
+is fully described by ``bf.params`` and ``bf.payload()``, and ``BloomFilter.from_payload``
+rebuilds one from them (what filters whose bits live elsewhere, in Redis, use).
 """
 
 from __future__ import annotations
 
 import math
-import struct
-import zlib
 from collections.abc import Iterable
 from typing import Any, ClassVar, Final
 
 from ._backend import NATIVE, NATIVE_AVAILABLE, PURE_PYTHON_FORCED, native_unavailable_reason
+from ._bloom_params import (
+    HEADER_SIZE,
+    MAX_BITS,
+    MAX_HASHES,
+    BloomParams,
+    check_payload,
+    decode_filter,
+    encode_filter,
+    optimal_params,
+)
 from ._hashing import Key, check_seed
 
-__all__ = ["BloomFilter", "bit_positions", "check_keys_iterable", "optimal_params"]
+__all__ = [
+    "HEADER_SIZE",
+    "BloomFilter",
+    "BloomParams",
+    "bit_positions",
+    "check_keys_iterable",
+    "optimal_params",
+    "resolve_backend",
+]
 
-MAX_BITS: Final = 2**40
-"""Upper bound on num_bits (128 GiB of bits): guards allocation and from_bytes headers."""
-MAX_HASHES: Final = 4096
-"""Upper bound on num_hashes; error_rate down to 5e-324 needs about 1075."""
-
-MAGIC: Final = b"CCBF"
-FORMAT_VERSION: Final = 1
-# magic, version, flags, capacity, error_rate, seed, num_hashes, num_bits, payload length; then a
-# CRC32 of these bytes + the payload. Little-endian, no padding.
-_HEADER: Final = struct.Struct("<4sHHQdIIQQ")
-_CRC: Final = struct.Struct("<I")
-HEADER_SIZE: Final = _HEADER.size + _CRC.size
-
-_LN2: Final = math.log(2)
 _BACKENDS: Final = ("native", "python")
 
 
-def optimal_params(capacity: int, error_rate: float) -> tuple[int, int]:
-    """Return (num_bits, num_hashes) for ``capacity`` keys at ``error_rate``.
-
-    m = ceil(-n ln p / (ln 2)^2), k = max(1, round(m/n ln 2)). Computed once, in Python, for both
-    backends, so they always agree on m and k.
-    """
-    m = math.ceil(-capacity * math.log(error_rate) / (_LN2 * _LN2))
-    k = max(1, round(m / capacity * _LN2))
-    return m, k
-
-
-def _check_capacity(capacity: object) -> int:
-    if isinstance(capacity, bool) or not isinstance(capacity, int):
-        raise TypeError(f"capacity must be an int, got {type(capacity).__name__}: {capacity!r:.80}")
-    if capacity <= 0:
-        raise ValueError(f"capacity must be > 0, got {capacity}")
-    return int(capacity)
-
-
-def _check_error_rate(error_rate: object) -> float:
-    if isinstance(error_rate, bool) or not isinstance(error_rate, int | float):
-        raise TypeError(
-            f"error_rate must be a float, got {type(error_rate).__name__}: {error_rate!r:.80}"
-        )
-    rate = float(error_rate)
-    if not 0.0 < rate < 1.0:  # also False for NaN
-        raise ValueError(f"error_rate must be in (0, 1), got {error_rate!r}")
-    return rate
-
-
-def _check_backend(backend: object) -> str:
-    """Resolve ``backend`` to "native" or "python"."""
+def resolve_backend(backend: object) -> str:
+    """Resolve a ``backend`` argument to "native" or "python" (None: native when available);
+    ValueError naming ``backend`` for anything else or for an unavailable C core."""
     if backend is None:
         return "native" if NATIVE else "python"
     if backend not in _BACKENDS:
@@ -80,13 +57,21 @@ def _check_backend(backend: object) -> str:
 
 def _impl_class(backend: object) -> type[BloomFilter]:
     # Imported here: both modules subclass BloomFilter, so they import this one.
-    if _check_backend(backend) == "native":
+    if resolve_backend(backend) == "native":
         from ._bloom_native import NativeBloomFilter
 
         return NativeBloomFilter
     from ._bloom_python import PythonBloomFilter
 
     return PythonBloomFilter
+
+
+def _check_int_in(value: object, name: str, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 1 <= value <= high:
+        raise ValueError(f"{name} must be in [1, {high}], got {value}")
+    return value
 
 
 def bit_positions(
@@ -99,17 +84,11 @@ def bit_positions(
     C core when available, without allocating a bit array. Keys are checked like add()'s.
     """
     check_keys_iterable(keys)
-    if isinstance(num_bits, bool) or not isinstance(num_bits, int):
-        raise TypeError(f"num_bits must be an int, got {type(num_bits).__name__}")
-    if not 1 <= num_bits <= MAX_BITS:
-        raise ValueError(f"num_bits must be in [1, {MAX_BITS}], got {num_bits}")
-    if isinstance(num_hashes, bool) or not isinstance(num_hashes, int):
-        raise TypeError(f"num_hashes must be an int, got {type(num_hashes).__name__}")
-    if not 1 <= num_hashes <= MAX_HASHES:
-        raise ValueError(f"num_hashes must be in [1, {MAX_HASHES}], got {num_hashes}")
+    _check_int_in(num_bits, "num_bits", MAX_BITS)
+    _check_int_in(num_hashes, "num_hashes", MAX_HASHES)
     seed = check_seed(seed)
     seq = keys if type(keys) is list else list(keys)
-    if _check_backend(backend) == "native":
+    if resolve_backend(backend) == "native":
         from ._bloom_native import positions
     else:
         from ._bloom_python import positions
@@ -123,10 +102,6 @@ def check_keys_iterable(keys: object) -> None:
         raise TypeError(f"keys must be an iterable of keys, not a single {type(keys).__name__}")
 
 
-def _bad(reason: str) -> ValueError:
-    return ValueError(f"data is not a valid cache_core BloomFilter: {reason}")
-
-
 class BloomFilter:
     """A bloom filter over str (hashed as UTF-8) and bytes-like keys; thread-safe.
 
@@ -137,11 +112,21 @@ class BloomFilter:
     backend loads the other's bytes.
     """
 
-    __slots__ = ("__weakref__", "_capacity", "_error_rate", "_num_bits", "_num_hashes", "_seed")
+    __slots__ = (
+        "__weakref__",
+        "_capacity",
+        "_error_rate",
+        "_num_bits",
+        "_num_hashes",
+        "_params",
+        "_seed",
+    )
 
     backend: ClassVar[str]
     """"native" or "python": the implementation of this instance."""
 
+    _params: BloomParams
+    # The fields of _params again, as plain slots: the pure-Python hot path reads them per key.
     _capacity: int
     _error_rate: float
     _seed: int
@@ -167,26 +152,25 @@ class BloomFilter:
         seed: int = 0,
         backend: str | None = None,
     ) -> None:
-        capacity = _check_capacity(capacity)
-        error_rate = _check_error_rate(error_rate)
-        seed = check_seed(seed)
-        num_bits, num_hashes = optimal_params(capacity, error_rate)
-        if num_bits > MAX_BITS:
-            raise ValueError(
-                f"capacity={capacity} at error_rate={error_rate} needs {num_bits} bits, "
-                f"more than the limit of {MAX_BITS}"
-            )
-        self._set_params(capacity, error_rate, seed, num_bits, num_hashes)
-        self._alloc(None)
+        self._setup(BloomParams.for_capacity(capacity, error_rate, seed=seed), None)
 
-    def _set_params(
-        self, capacity: int, error_rate: float, seed: int, num_bits: int, num_hashes: int
-    ) -> None:
-        self._capacity = capacity
-        self._error_rate = error_rate
-        self._seed = seed
-        self._num_bits = num_bits
-        self._num_hashes = num_hashes
+    def _setup(self, params: BloomParams, payload: bytes | None) -> None:
+        """Take ``params`` and allocate the bit array (zeroed, or a copy of a checked payload)."""
+        self._params = params
+        self._capacity = params.capacity
+        self._error_rate = params.error_rate
+        self._seed = params.seed
+        self._num_bits = params.num_bits
+        self._num_hashes = params.num_hashes
+        self._alloc(payload)
+
+    @classmethod
+    def _loaded(cls, params: BloomParams, payload: bytes) -> BloomFilter:
+        """A new instance of this (backend) class holding ``payload``: the constructor for
+        filters that come from stored bits. Only the class itself sets up its new object."""
+        obj = object.__new__(cls)
+        cls._setup(obj, params, payload)
+        return obj
 
     # ------------------------------------------------------------------ backend interface
 
@@ -194,8 +178,9 @@ class BloomFilter:
         """Allocate the bit array: zeroed, or a copy of ``payload`` (already validated)."""
         raise NotImplementedError
 
-    def _payload(self) -> bytes:
-        """The bit array as ceil(m/8) bytes, bit i at byte i >> 3, mask 1 << (i & 7)."""
+    def payload(self) -> bytes:
+        """A copy of the bit array: ``params.payload_size`` bytes, bit i at byte i >> 3 under
+        mask 1 << (i & 7), padding bits zero; the part of ``to_bytes()`` after the header."""
         raise NotImplementedError
 
     def _popcount(self) -> int:
@@ -221,6 +206,11 @@ class BloomFilter:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def params(self) -> BloomParams:
+        """All five parameters as one frozen value (what ``from_payload`` takes back)."""
+        return self._params
 
     @property
     def capacity(self) -> int:
@@ -262,20 +252,7 @@ class BloomFilter:
 
     def to_bytes(self) -> bytes:
         """Serialize: a versioned, checksummed header, then the bit array (ceil(m/8) bytes)."""
-        payload = self._payload()
-        header = _HEADER.pack(
-            MAGIC,
-            FORMAT_VERSION,
-            0,
-            self._capacity,
-            self._error_rate,
-            self._seed,
-            self._num_hashes,
-            self._num_bits,
-            len(payload),
-        )
-        crc = zlib.crc32(payload, zlib.crc32(header))
-        return b"".join((header, _CRC.pack(crc), payload))
+        return encode_filter(self._params, self.payload())
 
     @classmethod
     def from_bytes(
@@ -290,51 +267,41 @@ class BloomFilter:
         if isinstance(data, str) or not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data must be bytes-like, got {type(data).__name__}")
         impl = _impl_class(backend)
-        view = memoryview(data).cast("B") if isinstance(data, memoryview) else data
-        if len(view) < HEADER_SIZE:
-            raise _bad(f"{len(view)} bytes is shorter than the {HEADER_SIZE}-byte header")
-        magic, version, flags, capacity, error_rate, seed, num_hashes, num_bits, plen = (
-            _HEADER.unpack_from(view)
-        )
-        if magic != MAGIC:
-            raise _bad(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
-        if version != FORMAT_VERSION:
-            raise _bad(f"unsupported format version {version} (this build reads {FORMAT_VERSION})")
-        if flags != 0:
-            raise _bad(f"unknown flags {flags:#x}")
-        if plen != len(view) - HEADER_SIZE:
-            raise _bad(f"header declares {plen} payload bytes, {len(view) - HEADER_SIZE} present")
-        (crc,) = _CRC.unpack_from(view, _HEADER.size)
-        payload = bytes(view[HEADER_SIZE:])
-        if zlib.crc32(payload, zlib.crc32(view[: _HEADER.size])) != crc:
-            raise _bad("checksum mismatch")
-        # The checksum only proves the bytes are intact, not that a writer was sane.
-        _check_loaded_params(capacity, error_rate, num_bits, num_hashes, plen)
-        if num_bits & 7 and payload[-1] >> (num_bits & 7):
-            raise _bad("bits set beyond num_bits in the last byte")
-        obj = object.__new__(impl)
-        obj._set_params(capacity, error_rate, seed, num_bits, num_hashes)
-        obj._alloc(payload)
-        return obj
+        params, payload = decode_filter(data)
+        return impl.from_payload(params, payload, backend=impl.backend)
+
+    @classmethod
+    def from_payload(
+        cls,
+        params: BloomParams,
+        payload: bytes | bytearray | memoryview,
+        *,
+        backend: str | None = None,
+    ) -> BloomFilter:
+        """A filter with parameters ``params`` and bit array ``payload`` (as ``payload()``
+        returns it), on ``backend`` (None: native when available).
+
+        ``params`` must be a ``BloomParams`` (TypeError naming it); ``payload`` must be
+        bytes-like of ``params.payload_size`` bytes with its padding bits zero (TypeError /
+        ValueError naming it). The payload is copied.
+        """
+        impl = _impl_class(backend)
+        if impl is not cls:
+            return impl.from_payload(params, payload, backend=impl.backend)
+        if not isinstance(params, BloomParams):
+            raise TypeError(f"params must be a BloomParams, not {type(params).__name__}")
+        return cls._loaded(params, check_payload(params, payload))
 
     # ------------------------------------------------------------------ set operations
 
     def _check_compatible(self, other: BloomFilter, op: str) -> None:
         mine = (self._num_bits, self._num_hashes, self._seed)
-        theirs = (other._num_bits, other._num_hashes, other._seed)
+        theirs = other.params.layout
         if mine != theirs:
             raise ValueError(
                 f"cannot combine bloom filters with {op}: (num_bits, num_hashes, seed) differ, "
                 f"{mine} vs {theirs}"
             )
-
-    def _combined(self, other: object, op: str) -> BloomFilter | Any:
-        if not isinstance(other, BloomFilter):
-            return NotImplemented
-        self._check_compatible(other, "|" if op == "or" else "&")
-        result = self.copy()
-        result._merge(other, op)
-        return result
 
     def _combine_inplace(self, other: object, op: str) -> BloomFilter | Any:
         if not isinstance(other, BloomFilter):
@@ -345,12 +312,22 @@ class BloomFilter:
 
     def __or__(self, other: object) -> BloomFilter:
         """Union: a new filter holding the keys of both (same num_bits, num_hashes and seed)."""
-        return self._combined(other, "or")
+        if not isinstance(other, BloomFilter):
+            return NotImplemented
+        self._check_compatible(other, "|")
+        result = self.copy()
+        result |= other
+        return result
 
     def __and__(self, other: object) -> BloomFilter:
         """Intersection of the bit arrays: a superset of the keys in both, never a false negative
         for a key added to both; its false positive rate is at most that of either operand."""
-        return self._combined(other, "and")
+        if not isinstance(other, BloomFilter):
+            return NotImplemented
+        self._check_compatible(other, "&")
+        result = self.copy()
+        result &= other
+        return result
 
     def __ior__(self, other: object) -> BloomFilter:
         return self._combine_inplace(other, "or")
@@ -358,23 +335,17 @@ class BloomFilter:
     def __iand__(self, other: object) -> BloomFilter:
         return self._combine_inplace(other, "and")
 
-    def _params(self) -> tuple[int, float, int, int, int]:
-        return (self._capacity, self._error_rate, self._seed, self._num_bits, self._num_hashes)
-
     def __eq__(self, other: object) -> bool:
         """Same parameters and same bits; the backend does not matter."""
         if not isinstance(other, BloomFilter):
             return NotImplemented
-        return self._params() == other._params() and self._payload() == other._payload()
+        return self._params == other.params and self.payload() == other.payload()
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def copy(self) -> BloomFilter:
         """An independent filter with the same parameters, bits and backend."""
-        obj = object.__new__(type(self))
-        obj._set_params(*self._params())
-        obj._alloc(self._payload())
-        return obj
+        return self._loaded(self._params, self.payload())
 
     __copy__ = copy
 
@@ -389,26 +360,6 @@ class BloomFilter:
             f"<BloomFilter backend={self.backend!r} capacity={self._capacity} "
             f"error_rate={self._error_rate!r} seed={self._seed} num_bits={self._num_bits} "
             f"num_hashes={self._num_hashes} approx_count={self.approx_count}>"
-        )
-
-
-def _check_loaded_params(
-    capacity: int, error_rate: float, num_bits: int, num_hashes: int, plen: int
-) -> None:
-    if not 1 <= num_bits <= MAX_BITS:
-        raise _bad(f"num_bits {num_bits} outside [1, {MAX_BITS}]")
-    if not 1 <= num_hashes <= MAX_HASHES:
-        raise _bad(f"num_hashes {num_hashes} outside [1, {MAX_HASHES}]")
-    if plen != (num_bits + 7) // 8:
-        raise _bad(f"payload of {plen} bytes does not hold num_bits={num_bits}")
-    if capacity < 1 or not 0.0 < error_rate < 1.0:
-        raise _bad(f"capacity={capacity}, error_rate={error_rate!r} out of range")
-    want_bits, want_hashes = optimal_params(capacity, error_rate)
-    # Allow one unit of slack: another platform's libm may round log() differently.
-    if abs(want_bits - num_bits) > 1 or abs(want_hashes - num_hashes) > 1:
-        raise _bad(
-            f"num_bits={num_bits}, num_hashes={num_hashes} do not match capacity={capacity}, "
-            f"error_rate={error_rate!r} (expected {want_bits}, {want_hashes})"
         )
 
 

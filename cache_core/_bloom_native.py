@@ -89,27 +89,19 @@ class NativeBloomFilter(BloomFilter):
             )
         self._bits, self._nbytes, self._state = bits, nbytes, state
 
-    def _payload(self) -> bytes:
+    def payload(self) -> bytes:
         return ffi.buffer(self._bits, self._nbytes)[:]  # type: ignore[no-any-return]
 
     def _popcount(self) -> int:
         return int(lib.cc_popcount(self._bits, self._nbytes))
 
     def _merge(self, other: BloomFilter, op: str) -> None:
-        if isinstance(other, NativeBloomFilter):
-            src = other._bits
-        else:
-            src = ffi.from_buffer("uint8_t[]", other._payload())
+        # A copy of the other's bits, even from a native filter: set operations are O(m) anyway
+        # and rare, and a filter never lends its bit array out.
+        src = ffi.from_buffer("uint8_t[]", other.payload())
         fn = lib.cc_bits_or if op == "or" else lib.cc_bits_and
         if fn(self._bits, src, self._nbytes) != 0:
             raise RuntimeError("cache_core C core rejected a set operation")
-
-    def copy(self) -> BloomFilter:
-        obj = object.__new__(NativeBloomFilter)
-        obj._set_params(*self._params())
-        obj._alloc(None)
-        ffi.memmove(obj._bits, self._bits, self._nbytes)
-        return obj
 
     def add(self, key: Key) -> None:
         if type(key) is str:

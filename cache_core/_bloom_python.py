@@ -39,7 +39,7 @@ class PythonBloomFilter(BloomFilter):
             del bits[self._num_bits :]
         self._bits = bits
 
-    def _payload(self) -> bytes:
+    def payload(self) -> bytes:
         # bitarray pads the last byte with zeros, as the format requires.
         return self._bits.tobytes()
 
@@ -47,12 +47,9 @@ class PythonBloomFilter(BloomFilter):
         return int(self._bits.count())
 
     def _merge(self, other: BloomFilter, op: str) -> None:
-        if isinstance(other, PythonBloomFilter):
-            theirs = other._bits
-        else:
-            theirs = bitarray(endian="little")
-            theirs.frombytes(other._payload())
-            del theirs[self._num_bits :]
+        theirs = bitarray(endian="little")
+        theirs.frombytes(other.payload())
+        del theirs[self._num_bits :]
         if op == "or":
             self._bits |= theirs
         else:

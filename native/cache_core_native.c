@@ -193,7 +193,7 @@ CC_INLINE int test_bit(const uint8_t *bits, uint64_t idx) {
 }
 
 /* h1 + i*h2 (mod 2^64) is computed incrementally: unsigned overflow wraps, as the rule says. */
-CC_INLINE void add_key(cc_bloom *b, const uint8_t *key, size_t len) {
+CC_INLINE void add_key(const cc_bloom *b, const uint8_t *key, size_t len) {
     uint64_t h1, h2;
     murmur3_x64_128(key, len, b->seed, &h1, &h2);
     for (uint32_t i = 0; i < b->k; i++) {
@@ -242,7 +242,31 @@ typedef struct {
     size_t len;
 } cc_span;
 
-static void add_group(cc_bloom *b, const cc_span *keys, size_t n) {
+/* The k positions of each of the n keys of a group, into idx, each prefetched: for writing when
+ * `write` is set, else for reading. `write` is a constant at every call site, so after inlining
+ * each caller keeps only its own prefetch. Needs k <= CC_PREFETCH_MAX_K; returns n * k. */
+CC_INLINE size_t hash_group(const cc_bloom *b, const cc_span *keys, size_t n, uint64_t *idx,
+                          const int write) {
+    const uint32_t k = b->k;
+    size_t t = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t h1, h2;
+        murmur3_x64_128(keys[i].p, keys[i].len, b->seed, &h1, &h2);
+        for (uint32_t j = 0; j < k; j++, t++) {
+            idx[t] = mod_m(h1, b);
+            if (write) {
+                __builtin_prefetch(&b->bits[idx[t] >> 3], 1);
+            } else {
+                __builtin_prefetch(&b->bits[idx[t] >> 3], 0);
+            }
+            h1 += h2;
+        }
+    }
+    return t;
+}
+
+/* The state is not written by an add, only the bit array it points to: hence const. */
+static void add_group(const cc_bloom *b, const cc_span *keys, size_t n) {
     const uint32_t k = b->k;
     if (k > CC_PREFETCH_MAX_K) {
         for (size_t i = 0; i < n; i++) {
@@ -251,16 +275,7 @@ static void add_group(cc_bloom *b, const cc_span *keys, size_t n) {
         return;
     }
     uint64_t idx[CC_GROUP * CC_PREFETCH_MAX_K];
-    size_t t = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t h1, h2;
-        murmur3_x64_128(keys[i].p, keys[i].len, b->seed, &h1, &h2);
-        for (uint32_t j = 0; j < k; j++, t++) {
-            idx[t] = mod_m(h1, b);
-            __builtin_prefetch(&b->bits[idx[t] >> 3], 1);
-            h1 += h2;
-        }
-    }
+    const size_t t = hash_group(b, keys, n, idx, 1);
     for (size_t u = 0; u < t; u++) {
         set_bit(b->bits, idx[u]);
     }
@@ -275,16 +290,7 @@ static void contains_group(const cc_bloom *b, const cc_span *keys, size_t n, uin
         return;
     }
     uint64_t idx[CC_GROUP * CC_PREFETCH_MAX_K];
-    size_t t = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t h1, h2;
-        murmur3_x64_128(keys[i].p, keys[i].len, b->seed, &h1, &h2);
-        for (uint32_t j = 0; j < k; j++, t++) {
-            idx[t] = mod_m(h1, b);
-            __builtin_prefetch(&b->bits[idx[t] >> 3], 0);
-            h1 += h2;
-        }
-    }
+    (void)hash_group(b, keys, n, idx, 0);
     for (size_t i = 0; i < n; i++) {
         const uint64_t *ki = &idx[i * k];
         uint8_t hit = 1;
@@ -326,6 +332,55 @@ static size_t count_joined(const char *buf, size_t len) {
     return nuls + 1;
 }
 
+static int ends_ok(size_t len, const uint64_t *ends, size_t nkeys) {
+    uint64_t prev = 0;
+    for (size_t i = 0; i < nkeys; i++) {
+        if (ends[i] < prev || ends[i] > len) {
+            return 0;
+        }
+        prev = ends[i];
+    }
+    return 1;
+}
+
+/* The one batch loop behind the four batch entry points. Keys come from buf[0, len): NUL-joined
+ * when ends is NULL, else key i ends at ends[i] (checked by ends_ok). They are taken CC_GROUP at
+ * a time; out == NULL adds them, else out[i] receives whether key i is present. Returns nkeys,
+ * or CC_EKEYS when a NUL-joined buffer holds fewer keys than announced (found before reading
+ * past it) or more (found at the end). ends and out are constants (NULL or not) at each call
+ * site, so inlining leaves each entry point only its own branch of each test. */
+CC_INLINE int64_t run_batch(const cc_bloom *b, const char *buf, size_t len, const uint64_t *ends,
+                            size_t nkeys, uint8_t *out) {
+    cc_span group[CC_GROUP];
+    size_t pos = 0;
+    size_t i = 0;
+    while (i < nkeys) {
+        size_t n = 0;
+        for (; n < CC_GROUP && i < nkeys; n++, i++) {
+            const size_t start = pos;
+            if (ends == NULL) {
+                if (pos > len) {
+                    return CC_EKEYS; /* fewer keys than announced */
+                }
+                group[n].len = next_joined(buf, len, &pos);
+            } else {
+                pos = (size_t)ends[i];
+                group[n].len = pos - start;
+            }
+            group[n].p = (const uint8_t *)buf + start;
+        }
+        if (out == NULL) {
+            add_group(b, group, n);
+        } else {
+            contains_group(b, group, n, out + (i - n));
+        }
+    }
+    if (ends == NULL && nkeys != 0 && pos != len + 1) {
+        return CC_EKEYS; /* more keys than announced */
+    }
+    return (int64_t)nkeys;
+}
+
 int64_t cc_bloom_add_joined(cc_bloom *b, const char *buf, size_t len, size_t nkeys) {
     if (!state_exact(b) || (buf == NULL && len != 0) || len > (size_t)INT64_MAX ||
         nkeys > (size_t)INT64_MAX) {
@@ -338,19 +393,7 @@ int64_t cc_bloom_add_joined(cc_bloom *b, const char *buf, size_t len, size_t nke
     if (count_joined(buf, len) != nkeys) {
         return CC_EKEYS;
     }
-    cc_span group[CC_GROUP];
-    size_t pos = 0;
-    size_t i = 0;
-    while (i < nkeys) {
-        size_t n = 0;
-        for (; n < CC_GROUP && i < nkeys; n++, i++) {
-            const size_t start = pos;
-            group[n].len = next_joined(buf, len, &pos);
-            group[n].p = (const uint8_t *)buf + start;
-        }
-        add_group(b, group, n);
-    }
-    return (int64_t)nkeys;
+    return run_batch(b, buf, len, NULL, nkeys, NULL);
 }
 
 int64_t cc_bloom_contains_joined(const cc_bloom *b, const char *buf, size_t len, size_t nkeys,
@@ -359,39 +402,7 @@ int64_t cc_bloom_contains_joined(const cc_bloom *b, const char *buf, size_t len,
         outlen < nkeys || nkeys > (size_t)INT64_MAX) {
         return CC_EINVAL;
     }
-    if (nkeys == 0) {
-        return 0;
-    }
-    cc_span group[CC_GROUP];
-    size_t pos = 0;
-    size_t i = 0;
-    while (i < nkeys) {
-        size_t n = 0;
-        for (; n < CC_GROUP && i < nkeys; n++, i++) {
-            if (pos > len) {
-                return CC_EKEYS; /* fewer keys than announced */
-            }
-            const size_t start = pos;
-            group[n].len = next_joined(buf, len, &pos);
-            group[n].p = (const uint8_t *)buf + start;
-        }
-        contains_group(b, group, n, out + (i - n));
-    }
-    if (pos != len + 1) {
-        return CC_EKEYS; /* more keys than announced */
-    }
-    return (int64_t)nkeys;
-}
-
-static int ends_ok(size_t len, const uint64_t *ends, size_t nkeys) {
-    uint64_t prev = 0;
-    for (size_t i = 0; i < nkeys; i++) {
-        if (ends[i] < prev || ends[i] > len) {
-            return 0;
-        }
-        prev = ends[i];
-    }
-    return 1;
+    return run_batch(b, buf, len, NULL, nkeys, out);
 }
 
 int64_t cc_bloom_add_offsets(cc_bloom *b, const char *buf, size_t len, const uint64_t *ends,
@@ -403,19 +414,7 @@ int64_t cc_bloom_add_offsets(cc_bloom *b, const char *buf, size_t len, const uin
     if (!ends_ok(len, ends, nkeys)) {
         return CC_EKEYS;
     }
-    cc_span group[CC_GROUP];
-    uint64_t start = 0;
-    size_t i = 0;
-    while (i < nkeys) {
-        size_t n = 0;
-        for (; n < CC_GROUP && i < nkeys; n++, i++) {
-            group[n].p = (const uint8_t *)buf + start;
-            group[n].len = (size_t)(ends[i] - start);
-            start = ends[i];
-        }
-        add_group(b, group, n);
-    }
-    return (int64_t)nkeys;
+    return run_batch(b, buf, len, ends, nkeys, NULL);
 }
 
 int64_t cc_bloom_contains_offsets(const cc_bloom *b, const char *buf, size_t len,
@@ -428,19 +427,7 @@ int64_t cc_bloom_contains_offsets(const cc_bloom *b, const char *buf, size_t len
     if (!ends_ok(len, ends, nkeys)) {
         return CC_EKEYS;
     }
-    cc_span group[CC_GROUP];
-    uint64_t start = 0;
-    size_t i = 0;
-    while (i < nkeys) {
-        size_t n = 0;
-        for (; n < CC_GROUP && i < nkeys; n++, i++) {
-            group[n].p = (const uint8_t *)buf + start;
-            group[n].len = (size_t)(ends[i] - start);
-            start = ends[i];
-        }
-        contains_group(b, group, n, out + (i - n));
-    }
-    return (int64_t)nkeys;
+    return run_batch(b, buf, len, ends, nkeys, out);
 }
 
 /* ---------------------------------------------------------------- positions only */

@@ -51,7 +51,8 @@ unset CACHE_CORE_PURE_PYTHON || true
 "$PY" -c 'import cache_core, sys; sys.exit(0 if cache_core.NATIVE else "C core not loaded")'
 # --capture=sys: sanitizer reports go straight to fd 2; fd capture would lose them on abort.
 "$PY" -m pytest -q -p no:cacheprovider --capture=sys tests/test_hashing.py tests/test_bloom.py \
-    tests/test_bloom_native.py tests/test_bloom_fuzz.py tests/test_bloom_threads.py
+    tests/test_bloom_params.py tests/test_bloom_native.py tests/test_bloom_fuzz.py \
+    tests/test_bloom_threads.py
 # The other callers of the C core: bit positions for the Redis-resident filter, and the fuzzers.
 "$PY" -m pytest -q -p no:cacheprovider --capture=sys tests/test_bloom_share.py tests/test_fuzz.py \
     -k "positions or from_bytes or child"

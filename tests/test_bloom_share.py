@@ -25,6 +25,7 @@ from cache_core import (
 )
 from cache_core._backend import lib
 from cache_core._bloom import bit_positions
+from cache_core._protocols import BloomTarget
 from tests._bloom_helpers import BACKENDS, NATIVE_ONLY, native_usable, other_backend
 from tests.redis_harness import RedisServer
 
@@ -158,10 +159,22 @@ def test_redis_value_is_the_local_payload(redis_client: redis.Redis) -> None:
     """With one part the Redis string *is* the payload of to_bytes(): no conversion at all."""
     rbf = RedisBloomFilter(redis_client, "raw", 3000, 0.01)
     rbf.update(KEYS)
-    payload = local("python").to_bytes()[-((rbf.num_bits + 7) // 8) :]
+    bf = local("python")
+    assert rbf.params == bf.params
+    payload = bf.payload()
+    assert payload == bf.to_bytes()[-((rbf.num_bits + 7) // 8) :]
     stored = redis_client.get(rbf.redis_keys[1])
     assert stored is not None
     assert stored.ljust(len(payload), b"\0") == payload
+    assert BloomFilter.from_payload(rbf.params, stored.ljust(len(payload), b"\0")) == bf
+
+
+def test_shared_filters_are_bloom_targets(redis_client: redis.Redis) -> None:
+    """What a penetration guard accepts: the local filter, the live one and the snapshot."""
+    snap = BloomSnapshot(redis_client, "target")
+    snap.save(local("python", KEYS[:10]))
+    for bloom in (local("python"), RedisBloomFilter(redis_client, "target", 100), snap):
+        assert isinstance(bloom, BloomTarget)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -470,9 +483,9 @@ def test_local_adds_survive_a_refresh(redis_client: redis.Redis) -> None:
 def test_local_adds_kept_for_refresh_are_bounded(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from cache_core import _bloom_share
+    from cache_core import _bloom_snapshot
 
-    monkeypatch.setattr(_bloom_share, "MAX_LOCAL_ADDS", 5)
+    monkeypatch.setattr(_bloom_snapshot, "MAX_LOCAL_ADDS", 5)
     writer = BloomSnapshot(redis_client, "cap")
     writer.save(local("python", ["a"]))
     reader = BloomSnapshot(redis_client, "cap")
