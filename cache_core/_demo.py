@@ -66,7 +66,7 @@ def _burst(n: int, fn: Callable[[], object]) -> float:
     return max(ends) - min(starts)
 
 
-class CountingLoader:
+class _Database:
     """A stand-in for a database call: sleeps ``delay`` seconds and counts its calls."""
 
     def __init__(self, delay: float = 0.0) -> None:
@@ -85,7 +85,7 @@ class CountingLoader:
 def _stampede_once(ctx: DemoContext, use_get_or_set: bool) -> tuple[int, float]:
     name = "stampede-with" if use_get_or_set else "stampede-without"
     typed: TypedCache[dict[str, Any]] = TypedCache(ctx.byte_cache(name))
-    db = CountingLoader(delay=0.05)
+    db = _Database(delay=0.05)
     user = {"id": 1, "name": "Ada"}
 
     def request() -> None:
@@ -203,7 +203,7 @@ def memoize_scenario(ctx: DemoContext) -> None:
     from ._memoize import memoize  # here, so the other scenarios do not depend on it
 
     print("\n== memoize: 64 concurrent calls of get_user(7) (loader takes 50 ms)")
-    db = CountingLoader(delay=0.05)
+    db = _Database(delay=0.05)
 
     @memoize(ctx.byte_cache("memoize"), ttl=60, namespace="demo:get_user")
     def get_user(user_id: int, *, fields: tuple[str, ...] = ("id", "name")) -> dict[str, Any]:
@@ -256,7 +256,7 @@ def penetration(ctx: DemoContext) -> None:
     modes["bloom guard + negative caching"] = bloom
     for n, (label, guard_bloom) in enumerate(modes.items()):
         typed: TypedCache[Any] = TypedCache(ctx.byte_cache(f"penetration-{n}"))
-        db = CountingLoader()
+        db = _Database()
         start = time.perf_counter()
         if guard_bloom is None:
             for key in requests:  # the original design: a miss goes to the database, always

@@ -1,4 +1,5 @@
-"""Shared fixtures: real redis-server processes on free loopback ports, a fake clock."""
+"""Shared fixtures: real redis-server processes on free loopback ports, a fake clock, and one
+factory for "a byte cache of kind X" (``make_byte_cache`` / the parametrized ``byte_cache``)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from cache_core import MemoryCache, MultiLevelCache, RedisCache
 from tests.redis_harness import (
     HOST,
     RedisClusterHarness,
@@ -124,3 +127,108 @@ _prefix_counter = itertools.count()
 @pytest.fixture
 def unique_prefix(request: pytest.FixtureRequest) -> str:
     return f"t{next(_prefix_counter)}"
+
+
+# -- byte caches -------------------------------------------------------------------------------
+
+#: A byte cache as the factory builds it (every one implements ``Cache`` and ``BatchCache``).
+ByteCache = MemoryCache | RedisCache | MultiLevelCache
+
+#: The kinds ``make_byte_cache`` builds, and the ``byte_cache`` fixture runs over.
+#: ``multilevel`` is a MemoryCache L1 over a RedisCache L2 with the library's default
+#: (invalidation on).
+BYTE_CACHE_KINDS = ("memory", "redis", "cluster", "multilevel")
+#: The kinds that can lend lease locks (``distributed_lock=True`` works on them).
+LOCK_KINDS = ("redis", "cluster", "multilevel")
+
+
+class ByteCacheFactory(Protocol):
+    def __call__(
+        self,
+        kind: str,
+        *,
+        prefix: str | None = None,
+        timer: Callable[[], float] | None = None,
+        default_ttl: float | None = None,
+        maxsize: int | None = None,
+        l1_ttl: float = 30,
+        l2_ttl: float | None = None,
+        invalidation: bool = True,
+    ) -> ByteCache: ...
+
+
+@pytest.fixture
+def make_byte_cache(request: pytest.FixtureRequest) -> Iterator[ByteCacheFactory]:
+    """Build a byte cache of ``kind`` (one of ``BYTE_CACHE_KINDS``), each on a fresh namespace.
+
+    Redis kinds use the session's redis-server / 3-master Cluster (requested only when a test
+    asks for that kind; their databases start empty for each test). ``prefix``: the Redis
+    prefix (default: a fresh one per call; pass the same one to build two views of one
+    namespace, as two processes would). ``timer``: the MemoryCache's clock (the L1's for
+    ``multilevel``). ``default_ttl``: the cache's default (the L2's for ``multilevel``).
+    ``maxsize``: the MemoryCache's bound (the L1's). ``l1_ttl``, ``l2_ttl``, ``invalidation``:
+    ``MultiLevelCache``'s. Every MultiLevelCache made is closed after the test.
+    """
+    made: list[MultiLevelCache] = []
+
+    def memory(timer: Callable[[], float] | None, maxsize: int | None, **kw: Any) -> MemoryCache:
+        if timer is not None:
+            kw["timer"] = timer
+        if maxsize is not None:
+            kw["maxsize"] = maxsize
+        return MemoryCache(**kw)
+
+    def make(
+        kind: str,
+        *,
+        prefix: str | None = None,
+        timer: Callable[[], float] | None = None,
+        default_ttl: float | None = None,
+        maxsize: int | None = None,
+        l1_ttl: float = 30,
+        l2_ttl: float | None = None,
+        invalidation: bool = True,
+    ) -> ByteCache:
+        if kind not in BYTE_CACHE_KINDS:
+            raise ValueError(f"kind must be one of {BYTE_CACHE_KINDS}, not {kind!r}")
+        if kind == "memory":
+            return memory(timer, maxsize, default_ttl=default_ttl)
+        if prefix is None:
+            prefix = f"bc{next(_prefix_counter)}"
+        client_fixture = "cluster_client" if kind == "cluster" else "redis_client"
+        redis_cache = RedisCache(
+            request.getfixturevalue(client_fixture), prefix=prefix, default_ttl=default_ttl
+        )
+        if kind != "multilevel":
+            return redis_cache
+        multi = MultiLevelCache(
+            memory(timer, maxsize),
+            redis_cache,
+            l1_ttl=l1_ttl,
+            l2_ttl=l2_ttl,
+            invalidation=invalidation,
+        )
+        made.append(multi)
+        return multi
+
+    yield make
+    for multi in made:
+        multi.close()
+
+
+@pytest.fixture(params=BYTE_CACHE_KINDS)
+def byte_cache_kind(request: pytest.FixtureRequest) -> str:
+    """Each kind of byte cache in turn (the test id names it)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def byte_cache(byte_cache_kind: str, make_byte_cache: ByteCacheFactory) -> Any:
+    """A fresh byte cache of each kind in turn: memory, redis, cluster, multilevel."""
+    return make_byte_cache(byte_cache_kind)
+
+
+@pytest.fixture(params=LOCK_KINDS)
+def lock_cache_kind(request: pytest.FixtureRequest) -> str:
+    """Each kind of byte cache that can lend lease locks (``distributed_lock=True``)."""
+    return str(request.param)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,11 +22,8 @@ from cache_core import (
     Cache,
     CacheError,
     CacheMiss,
-    MemoryCache,
-    MultiLevelCache,
-    RedisCache,
 )
-from tests.conftest import FakeClock
+from tests.conftest import ByteCacheFactory, FakeClock
 
 
 @dataclass
@@ -44,42 +41,21 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-@pytest.fixture(params=["memory", "redis", "cluster", "multilevel"])
-def backend(request: pytest.FixtureRequest, unique_prefix: str) -> Iterator[Backend]:
-    kind = request.param
+@pytest.fixture
+def backend(byte_cache_kind: str, make_byte_cache: ByteCacheFactory, unique_prefix: str) -> Backend:
+    """Each kind of byte cache; every ``make()`` of one test builds a view of one namespace."""
+    kind = byte_cache_kind
     if kind == "memory":
         clock = FakeClock()
-        yield Backend(
-            "memory",
-            lambda **kw: MemoryCache(timer=clock, **kw),
-            clock.advance,
-            short_ttl=0.05,
+        return Backend(
+            kind, lambda **kw: make_byte_cache(kind, timer=clock, **kw), clock.advance, 0.05
         )
-    elif kind == "redis":
-        client = request.getfixturevalue("redis_client")
-        yield Backend(
-            "redis",
-            lambda **kw: RedisCache(client, prefix=unique_prefix, **kw),
-            _sleep,
-            short_ttl=0.05,
-        )
-    elif kind == "multilevel":
-        client = request.getfixturevalue("redis_client")
-
-        def make_multilevel(**kw: Any) -> MultiLevelCache:
-            l1 = MemoryCache(maxsize=1000)
-            l2 = RedisCache(client, prefix=unique_prefix, **kw)
-            return MultiLevelCache(l1, l2, l1_ttl=30)
-
-        yield Backend("multilevel", make_multilevel, _sleep, short_ttl=0.05)
-    else:
-        client = request.getfixturevalue("cluster_client")
-        yield Backend(
-            "cluster",
-            lambda **kw: RedisCache(client, prefix=unique_prefix, **kw),
-            _sleep,
-            short_ttl=0.05,
-        )
+    return Backend(
+        kind,
+        lambda **kw: make_byte_cache(kind, prefix=unique_prefix, maxsize=1000, **kw),
+        _sleep,
+        short_ttl=0.05,
+    )
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from cache_core import (
     TypedCache,
     memoize,
 )
-from tests.conftest import FakeClock, wait_for
+from tests.conftest import ByteCacheFactory, FakeClock, wait_for
 from tests.redis_harness import RedisServer
 
 JOIN = 10.0
@@ -50,19 +50,11 @@ class Store:
     raw: Callable[[str], bytes | None]
 
 
-@pytest.fixture(params=["memory", "redis", "cluster", "multilevel"])
-def store(request: pytest.FixtureRequest, unique_prefix: str) -> Iterator[Store]:
-    kind = request.param
-    if kind == "memory":
-        memory = MemoryCache()
-        yield Store(memory, lambda k: memory.get(k, None))
-        return
-    client = request.getfixturevalue("cluster_client" if kind == "cluster" else "redis_client")
-    l2 = RedisCache(client, prefix=unique_prefix)
-    if kind == "multilevel":
-        yield Store(MultiLevelCache(MemoryCache(), l2, l1_ttl=30), lambda k: l2.get(k, None))
-    else:
-        yield Store(l2, lambda k: l2.get(k, None))
+@pytest.fixture
+def store(byte_cache_kind: str, make_byte_cache: ByteCacheFactory) -> Store:
+    cache = make_byte_cache(byte_cache_kind)
+    below = cache.l2 if isinstance(cache, MultiLevelCache) else cache  # the L2: no L1 in the way
+    return Store(cache, lambda k: below.get(k, None))
 
 
 class Race:

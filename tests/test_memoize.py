@@ -19,7 +19,6 @@ from cache_core import (
     JSONSerializer,
     Memoized,
     MemoryCache,
-    MultiLevelCache,
     PickleSerializer,
     RedisCache,
     TypedCache,
@@ -41,17 +40,6 @@ class Calls:
         with self._lock:
             self.n += 1
             return self.n
-
-
-@pytest.fixture(params=["memory", "redis", "multilevel"])
-def byte_cache(request: pytest.FixtureRequest, unique_prefix: str) -> Any:
-    if request.param == "memory":
-        return MemoryCache()
-    client = request.getfixturevalue("redis_client")
-    l2 = RedisCache(client, prefix=unique_prefix)
-    if request.param == "redis":
-        return l2
-    return MultiLevelCache(MemoryCache(), l2, l1_ttl=30)
 
 
 @pytest.fixture

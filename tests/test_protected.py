@@ -20,8 +20,8 @@ from cache_core import (
     SerializationError,
     TypedCache,
 )
-from cache_core._demo import CountingLoader
-from tests.conftest import FakeClock
+from tests._loaders import CountingLoader
+from tests.conftest import ByteCache, ByteCacheFactory, FakeClock
 from tests.redis_harness import RedisServer
 
 EXISTING = [f"user:{i}" for i in range(100)]
@@ -33,12 +33,10 @@ def bloom_of(keys: list[str]) -> BloomFilter:
     return bf
 
 
-@pytest.fixture(params=["memory", "redis"])
-def typed(request: pytest.FixtureRequest, unique_prefix: str) -> TypedCache[Any]:
-    if request.param == "memory":
-        return TypedCache(MemoryCache())
-    client = request.getfixturevalue("redis_client")
-    return TypedCache(RedisCache(client, prefix=unique_prefix))
+@pytest.fixture
+def typed(byte_cache: ByteCache) -> TypedCache[Any]:
+    """A TypedCache over each kind of byte cache (memory, redis, cluster, multilevel)."""
+    return TypedCache(byte_cache)
 
 
 @pytest.fixture
@@ -167,16 +165,22 @@ def test_a_stale_refresh_that_finds_nothing_is_not_a_failed_refresh(clock: FakeC
     assert guard.stats().negative_hits == 1
 
 
-def test_tombstone_pttl_on_redis(redis_client: redis.Redis, unique_prefix: str) -> None:
-    cache = RedisCache(redis_client, prefix=unique_prefix)
+def test_tombstone_pttl_on_redis(
+    redis_client: redis.Redis, make_byte_cache: ByteCacheFactory
+) -> None:
+    cache = make_byte_cache("redis")
+    assert isinstance(cache, RedisCache)
     guard = ProtectedCache(TypedCache(cache), bloom_of(EXISTING), null_ttl=45)
     guard.get_or_set("user:9", lambda: None, ttl=3600)
     pttl = redis_client.pttl(cache.redis_key("user:9"))
     assert 44_000 < pttl <= 45_000  # null_ttl, not the value ttl, and no jitter added above it
 
 
-def test_value_ttl_is_used_for_values(redis_client: redis.Redis, unique_prefix: str) -> None:
-    cache = RedisCache(redis_client, prefix=unique_prefix)
+def test_value_ttl_is_used_for_values(
+    redis_client: redis.Redis, make_byte_cache: ByteCacheFactory
+) -> None:
+    cache = make_byte_cache("redis")
+    assert isinstance(cache, RedisCache)
     guard = ProtectedCache(TypedCache(cache, ttl_jitter=0.0), bloom_of(EXISTING), null_ttl=45)
     guard.get_or_set("user:10", lambda: 10, ttl=3600)
     assert 3_599_000 < redis_client.pttl(cache.redis_key("user:10")) <= 3_600_000
@@ -282,8 +286,9 @@ def test_a_snapshot_that_never_loaded_lets_requests_through() -> None:
     assert guard.stats().filter_errors == 1
 
 
-def test_redis_resident_bloom_as_the_guard(redis_client: redis.Redis, unique_prefix: str) -> None:
-    cache = RedisCache(redis_client, prefix=unique_prefix)
+def test_redis_resident_bloom_as_the_guard(make_byte_cache: ByteCacheFactory) -> None:
+    cache = make_byte_cache("redis")
+    assert isinstance(cache, RedisCache)
     rbf = RedisBloomFilter(cache, "ids", 1000, 0.001)
     rbf.update(EXISTING)
     guard = ProtectedCache(TypedCache(cache), rbf)
@@ -291,7 +296,7 @@ def test_redis_resident_bloom_as_the_guard(redis_client: redis.Redis, unique_pre
     assert guard.get_or_set("user:999999", lambda: db(1)) is None
     assert guard.get_or_set("user:1", lambda: db(1)) == 1
     guard.set("added", 2)
-    other = RedisBloomFilter.open(RedisCache(redis_client, prefix=unique_prefix), "ids")
+    other = RedisBloomFilter.open(make_byte_cache("redis", prefix=cache.prefix), "ids")
     assert "added" in other  # another process's guard sees the key at once
     assert db.calls == 1
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from redis.cluster import RedisCluster
 from cache_core import MemoryCache, MultiLevelCache, RedisCache, TypedCache
 from cache_core._lease_lock import LeaseLockFactory
 from cache_core._redis_keys import slot_tag
-from tests.conftest import FakeClock, wait_for
+from tests.conftest import ByteCache, ByteCacheFactory, FakeClock, wait_for
 from tests.redis_harness import RedisServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,17 +53,12 @@ class CountingLoader:
         return f"{self.value}{n}" if isinstance(self.value, str) else self.value
 
 
-@pytest.fixture(params=["memory", "redis", "multilevel", "cluster"])
-def byte_cache(request: pytest.FixtureRequest, unique_prefix: str, clock: FakeClock) -> Any:
-    """A byte cache; the memory one runs on the same fake clock as the typed layer."""
-    if request.param == "memory":
-        return MemoryCache(timer=clock)
-    if request.param == "cluster":
-        return RedisCache(request.getfixturevalue("cluster_client"), prefix=unique_prefix)
-    l2 = RedisCache(request.getfixturevalue("redis_client"), prefix=unique_prefix)
-    if request.param == "redis":
-        return l2
-    return MultiLevelCache(MemoryCache(timer=clock), l2, l1_ttl=1000)
+@pytest.fixture
+def byte_cache(
+    byte_cache_kind: str, make_byte_cache: ByteCacheFactory, clock: FakeClock
+) -> ByteCache:
+    """A byte cache of each kind; the in-process ones run on the typed layer's fake clock."""
+    return make_byte_cache(byte_cache_kind, timer=clock, l1_ttl=1000)
 
 
 # -- XFetch ----------------------------------------------------------------------------------
@@ -419,20 +414,12 @@ def test_wait_wakes_on_release_not_by_polling(redis_client: redis.Redis) -> None
     assert time.monotonic() - released_at < 0.2  # a poll loop would take 100 ms steps
 
 
-@pytest.fixture(params=["redis", "cluster", "multilevel"])
-def lock_backend(request: pytest.FixtureRequest, unique_prefix: str) -> Any:
-    if request.param == "cluster":
-        client: Any = request.getfixturevalue("cluster_client")
-    else:
-        client = request.getfixturevalue("redis_client")
-
-    def make() -> Any:
-        l2 = RedisCache(client, prefix=unique_prefix)
-        if request.param == "multilevel":
-            return MultiLevelCache(MemoryCache(), l2, l1_ttl=60)
-        return l2
-
-    return make
+@pytest.fixture
+def lock_backend(
+    lock_cache_kind: str, make_byte_cache: ByteCacheFactory, unique_prefix: str
+) -> Callable[[], ByteCache]:
+    """Views of one namespace on each kind that lends lease locks, as separate processes."""
+    return lambda: make_byte_cache(lock_cache_kind, prefix=unique_prefix, l1_ttl=60)
 
 
 def test_lock_makes_one_load_among_many_caches(lock_backend: Any) -> None:

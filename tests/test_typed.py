@@ -13,25 +13,19 @@ from cache_core import (
     CacheMiss,
     JSONSerializer,
     MemoryCache,
-    MultiLevelCache,
     PickleSerializer,
     RedisCache,
     SerializationError,
     TypedCache,
 )
-from tests.conftest import wait_for
+from tests.conftest import ByteCache, wait_for
 from tests.redis_harness import RedisServer
 
 
-@pytest.fixture(params=["memory", "redis", "multilevel"])
-def typed(request: pytest.FixtureRequest, unique_prefix: str) -> TypedCache[Any]:
-    if request.param == "memory":
-        return TypedCache(MemoryCache())
-    client = request.getfixturevalue("redis_client")
-    l2 = RedisCache(client, prefix=unique_prefix)
-    if request.param == "redis":
-        return TypedCache(l2)
-    return TypedCache(MultiLevelCache(MemoryCache(), l2, l1_ttl=30))
+@pytest.fixture
+def typed(byte_cache: ByteCache) -> TypedCache[Any]:
+    """A TypedCache over each kind of byte cache (memory, redis, cluster, multilevel)."""
+    return TypedCache(byte_cache)
 
 
 def test_roundtrip_of_json_values(typed: TypedCache[Any]) -> None:

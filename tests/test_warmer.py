@@ -13,12 +13,12 @@ from cache_core import (
     BloomFilter,
     CacheWarmer,
     MemoryCache,
-    MultiLevelCache,
     ProtectedCache,
     RedisCache,
     TypedCache,
     WarmReport,
 )
+from tests.conftest import ByteCacheFactory
 from tests.redis_harness import RedisServer
 
 DB = {i: {"id": i, "name": f"user {i}"} for i in range(1000)}
@@ -74,14 +74,11 @@ class CountingCache(MemoryCache):
         super().set(key, value, ttl)
 
 
-@pytest.fixture(params=["memory", "redis", "multilevel"])
-def typed(request: pytest.FixtureRequest, unique_prefix: str) -> TypedCache[Any]:
-    if request.param == "memory":
-        return TypedCache(MemoryCache(maxsize=5000))
-    l2 = RedisCache(request.getfixturevalue("redis_client"), prefix=unique_prefix)
-    if request.param == "redis":
-        return TypedCache(l2)
-    return TypedCache(MultiLevelCache(MemoryCache(), l2, l1_ttl=30))
+@pytest.fixture
+def typed(byte_cache_kind: str, make_byte_cache: ByteCacheFactory) -> TypedCache[Any]:
+    """A TypedCache over each kind of byte cache (memory, redis, cluster, multilevel)."""
+    maxsize = 5000 if byte_cache_kind == "memory" else None
+    return TypedCache(make_byte_cache(byte_cache_kind, maxsize=maxsize))
 
 
 def test_warmed_keys_are_read_under_key_fn(typed: TypedCache[Any]) -> None:
