@@ -32,10 +32,8 @@ KNOWN_PRIVATE_READS: dict[str, int] = {
     "_bloom_native.py": 5,
     "_bloom_python.py": 2,
     "_bloom_share.py": 6,
-    "_codec.py": 1,
     "_lease_lock.py": 5,
     "_memoize.py": 1,
-    "_metrics.py": 3,
     "_protected.py": 9,
     "_redis.py": 4,
 }
