@@ -48,7 +48,6 @@ KNOWN_LONG: set[str] = {
     "_multilevel.py",
     "_redis.py",
     "_typed.py",
-    "_urls.py",
     "contrib/_store.py",
     "contrib/otel.py",
 }
