@@ -49,7 +49,6 @@ KNOWN_LONG: set[str] = {
     "_redis.py",
     "_typed.py",
     "contrib/_store.py",
-    "contrib/otel.py",
 }
 
 
