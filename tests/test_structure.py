@@ -41,7 +41,6 @@ KNOWN_CONCRETE_IMPORTS: set[str] = {"_typed"}
 KNOWN_LONG: set[str] = {
     "_bloom_share.py",
     "_codec.py",
-    "_inspect.py",
     "_invalidation.py",
     "_keys.py",
     "_memoize.py",
