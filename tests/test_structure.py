@@ -42,7 +42,6 @@ KNOWN_LONG: set[str] = {
     "_bloom_share.py",
     "_codec.py",
     "_invalidation.py",
-    "_keys.py",
     "_memoize.py",
     "_multilevel.py",
     "_redis.py",
