@@ -40,7 +40,6 @@ KNOWN_PRIVATE_READS: dict[str, int] = {
 KNOWN_CONCRETE_IMPORTS: set[str] = {"_typed"}
 KNOWN_LONG: set[str] = {
     "_bloom_share.py",
-    "_codec.py",
     "_invalidation.py",
     "_memoize.py",
     "_multilevel.py",
