@@ -49,7 +49,7 @@ from ._envelope import FLAG_META, FLAG_TOMBSTONE, MAGIC, VERSION
 from ._inspect_library import BloomInfo, LockInfo, library_keys
 from ._inspect_scan import PIPELINE, Coverage, Progress, scan
 from ._redis_keys import escape_glob
-from ._validate import has_segment
+from ._validate import check_int, has_segment
 
 __all__ = [
     "BloomInfo",
@@ -133,8 +133,8 @@ def inspect_redis(
     The two passes run one after the other: Redis, single-threaded, does the work of both, so
     running them in two threads measured no faster.
     """
-    if sample is not None and sample < 1:
-        raise ValueError(f"sample must be >= 1, got {sample}")
+    if sample is not None:
+        check_int(sample, "sample", minimum=1)
     start = clock()
     kp = prefix + ":" if prefix else ""
     with contextlib.suppress(redis.ResponseError):  # Redis >= 7.2: reads keep the LRU order

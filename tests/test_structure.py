@@ -45,7 +45,6 @@ KNOWN_LONG: set[str] = {
     "_multilevel.py",
     "_redis.py",
     "_typed.py",
-    "contrib/_store.py",
 }
 
 
