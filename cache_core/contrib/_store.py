@@ -334,9 +334,12 @@ class Store:
         data = self.encode(value)
         if ttl is not None and ttl <= 0:
             return not self.has(key)
-        redis = self.redis
+        return self._set_nx(key, data, ttl)
+
+    def _set_nx(self, key: str, data: bytes, ttl: float | None) -> bool:
+        """SET NX of encoded bytes (a ``ttl`` <= 0 is the shortest expiry, 1 ms)."""
         px = 0 if ttl is None else ttl_ms(ttl)
-        added = redis.run("SET NX", self._add, self._keys(key), [data, px])
+        added = self.redis.run("SET NX", self._add, self._keys(key), [data, px])
         if added:
             self._forget_l1(key)
         return bool(added)
@@ -396,7 +399,7 @@ class Store:
             if current is None:
                 if not create:
                     raise CacheMiss(key)
-                if self.add(key, delta, ttl):
+                if self._set_nx(key, self.encode(delta), ttl):
                     return delta
             else:
                 try:
