@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 import mmh3
 
 from ._backend import NATIVE, lib
+from ._validate import check_int
 
 __all__ = ["Key", "check_seed", "hash128", "key_bytes"]
 
@@ -41,8 +42,7 @@ def key_bytes(key: object, name: str = "key") -> bytes:
 
 def check_seed(seed: object) -> int:
     """Validate a murmur seed: an int in [0, 2**32); bool is rejected (almost always a bug)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}: {seed!r:.80}")
+    seed = check_int(seed, "seed")
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     return int(seed)

@@ -38,7 +38,7 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, TextIO
 
@@ -46,12 +46,22 @@ import redis
 
 from . import _serializers
 from ._envelope import FLAG_META, FLAG_TOMBSTONE, MAGIC, VERSION
+from ._inspect_library import BloomInfo, LockInfo, library_keys
+from ._inspect_scan import PIPELINE, Coverage, Progress, scan
 from ._redis_keys import escape_glob
-from ._validate import has_segment
+from ._validate import check_int, has_segment
 
-__all__ = ["InspectReport", "add_parser", "format_text", "inspect_redis", "main", "run"]
+__all__ = [
+    "BloomInfo",
+    "InspectReport",
+    "LockInfo",
+    "add_parser",
+    "format_text",
+    "inspect_redis",
+    "main",
+    "run",
+]
 
-_PIPELINE: Final = 500
 #: Seconds the library-key pass may take by default when ``--sample`` bounds the run.
 SAMPLED_LIBRARY_BUDGET: Final = 1.0
 TTL_BUCKETS: Final = (
@@ -76,9 +86,6 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-_LOCK: Final = "__cc_lock__"
-_BLOOM: Final = "__ccbf__"
-_SNAPSHOT: Final = "__ccbs__"
 
 
 def _serializer_names() -> dict[int, str]:
@@ -89,26 +96,6 @@ def _serializer_names() -> dict[int, str]:
         if isinstance(obj, type) and isinstance(fid, bytes) and len(fid) == 1:
             names[fid[0]] = obj.__name__
     return names
-
-
-@dataclass
-class LockInfo:
-    key: str
-    lease_left_s: float | None
-    age_s: float | None
-
-
-@dataclass
-class BloomInfo:
-    key: str
-    capacity: int
-    error_rate: float
-    num_bits: int
-    num_hashes: int
-    bits_set: int
-    fill_ratio: float
-    estimated_fpr: float
-    approx_count: int
 
 
 @dataclass
@@ -130,49 +117,6 @@ class InspectReport:
     library_coverage: float = 1.0  # below 1.0: --library-budget ran out before the scan ended
 
 
-def _reverse_bits(value: int, bits: int) -> int:
-    return int(format(value, f"0{bits}b")[::-1], 2) if bits else 0
-
-
-class _Coverage:
-    """The fraction of the hash table a SCAN has visited, from its cursors.
-
-    Redis returns cursors below the table size 2**k and visits buckets in reverse-binary order:
-    after ``v`` buckets the cursor is ``reverse_k(v)``. ``k`` is learnt from the cursors seen
-    (the largest has bit k-1 set as soon as an odd number of buckets was visited).
-    """
-
-    def __init__(self) -> None:
-        self.bits = 0
-        self.cursor = 0
-
-    def update(self, cursor: int) -> None:
-        self.cursor = cursor
-        self.bits = max(self.bits, cursor.bit_length())
-
-    @property
-    def fraction(self) -> float:
-        if self.cursor == 0:
-            return 1.0
-        visited = _reverse_bits(self.cursor, self.bits)
-        return max(visited / (1 << self.bits), 1e-9)
-
-
-def _scan(
-    client: Any, match: str, count: int, coverage: _Coverage, progress: Callable[[int], None]
-) -> Iterator[list[bytes]]:
-    cursor = 0
-    seen = 0
-    while True:
-        cursor, keys = client.scan(cursor=cursor, match=match, count=count)
-        coverage.update(int(cursor))
-        seen += len(keys)
-        progress(seen)
-        yield keys  # empty pages too: the caller checks its time budget between pages
-        if cursor == 0:
-            return
-
-
 def inspect_redis(
     client: Any,
     prefix: str,
@@ -189,99 +133,121 @@ def inspect_redis(
     The two passes run one after the other: Redis, single-threaded, does the work of both, so
     running them in two threads measured no faster.
     """
-    if sample is not None and sample < 1:
-        raise ValueError(f"sample must be >= 1, got {sample}")
+    if sample is not None:
+        check_int(sample, "sample", minimum=1)
     start = clock()
     kp = prefix + ":" if prefix else ""
-    kp_bytes = kp.encode()
     with contextlib.suppress(redis.ResponseError):  # Redis >= 7.2: reads keep the LRU order
         client.execute_command("CLIENT", "NO-TOUCH", "ON")
-    last_report = [start]
-
-    def progress(what: str, coverage: _Coverage) -> Callable[[int], None]:
-        def show(seen: int) -> None:
-            now = clock()
-            if stderr is not None and now - last_report[0] >= 1.0 and now - start >= 1.0:
-                last_report[0] = now
-                stderr.write(f"inspect: {what}: {seen} keys, {coverage.fraction:.0%} scanned\n")
-                stderr.flush()
-
-        return show
-
-    serializers = _serializer_names()
-    scripted = [True]
-
-    def describe(batch: list[bytes]) -> list[Any]:
-        """(memory, pttl, first 4 bytes) of each key: one read-only script call per batch
-        (Redis >= 7), else a pipeline of three commands per key (what the script runs)."""
-        if scripted[0]:
-            try:
-                return list(client.eval_ro(_DESCRIBE, len(batch), *batch))
-            except redis.ResponseError:
-                scripted[0] = False  # EVAL_RO unknown or not allowed: plain commands
-        pipe = client.pipeline(transaction=False)
-        for key in batch:
-            pipe.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")
-            pipe.pttl(key)
-            pipe.getrange(key, 0, 3)
-        return list(pipe.execute(raise_on_error=False))
-
-    ttl: Counter[str] = Counter()
-    entries: Counter[str] = Counter()
-    memory = 0
-    seen = 0
-    coverage = _Coverage()
-    match = escape_glob(kp) + "*" if kp else "*"
-    complete = True
-    before = 0.0  # coverage before the current page
-    fraction = 1.0
-    for page in _scan(client, match, scan_count, coverage, progress("sampling", coverage)):
-        keys = [k for k in page if not has_segment(k[len(kp_bytes) :])]
-        share = 1.0
-        if sample is not None and seen + len(keys) > sample:
-            share = (sample - seen) / len(keys)  # the part of this page's buckets we count
-            keys = keys[: sample - seen]
-        for first in range(0, len(keys), _PIPELINE):
-            batch = keys[first : first + _PIPELINE]
-            replies = describe(batch)
-            for i in range(len(batch)):
-                mem, pttl, head = replies[3 * i : 3 * i + 3]
-                if isinstance(mem, int):
-                    memory += mem
-                ttl[_ttl_bucket(pttl)] += 1
-                entries[_entry_kind(head, serializers)] += 1
-        seen += len(keys)
-        if sample is not None and seen >= sample:
-            complete = coverage.cursor == 0 and share == 1.0
-            fraction = before + (coverage.fraction - before) * share
-            break
-        before = coverage.fraction
-    if complete:
-        fraction = 1.0
-    report = InspectReport(
-        url=url,
-        prefix=prefix,
-        complete=complete,
-        keys_seen=seen,
-        keys_estimated=seen if complete else round(seen / fraction),
-        memory_seen_bytes=memory,
-        memory_estimated_bytes=memory if complete else round(memory / fraction),
-        scan_coverage=fraction,
-        seconds=0.0,
-        ttl={name: ttl[name] for name, _ in (("no expiry", 0), *TTL_BUCKETS) if ttl[name]},
-        entries=dict(entries.most_common()),
-    )
-    library = _Library()
-    lib_coverage = _Coverage()
+    progress = Progress(stderr, clock, start)
+    tally = _Tally(_Describer(client), _serializer_names())
+    coverage = Coverage()
+    pages = scan(client, _match(kp), scan_count, coverage, progress.of("sampling", coverage))
+    tally.count(pages, kp.encode(), sample, coverage)
+    report = tally.report(url, prefix)
+    lib_coverage = Coverage()
     deadline = None if library_budget is None else clock() + library_budget
-    show = progress("library keys", lib_coverage)
-    _library_keys(client, kp, scan_count, library, lib_coverage, show, deadline, clock)
+    show = progress.of("library keys", lib_coverage)
+    library = library_keys(client, kp, scan_count, lib_coverage, show, deadline, clock)
     report.locks = library.locks
     report.blooms = library.blooms
     report.snapshots = library.snapshots
     report.library_coverage = library.coverage
     report.seconds = clock() - start
     return report
+
+
+def _match(kp: str) -> str:
+    return escape_glob(kp) + "*" if kp else "*"
+
+
+class _Describer:
+    """(memory, pttl, first 4 bytes) of each key of a batch: one read-only script call per batch
+    (Redis >= 7), else a pipeline of three commands per key (what the script runs)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._scripted = True
+
+    def __call__(self, batch: list[bytes]) -> list[Any]:
+        if self._scripted:
+            try:
+                return list(self._client.eval_ro(_DESCRIBE, len(batch), *batch))
+            except redis.ResponseError:
+                self._scripted = False  # EVAL_RO unknown or not allowed: plain commands
+        pipe = self._client.pipeline(transaction=False)
+        for key in batch:
+            pipe.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")
+            pipe.pttl(key)
+            pipe.getrange(key, 0, 3)
+        return list(pipe.execute(raise_on_error=False))
+
+
+class _Tally:
+    """The sampling pass: memory, TTLs and entry kinds of the keys seen, and the estimate."""
+
+    def __init__(self, describe: _Describer, serializers: dict[int, str]) -> None:
+        self._describe = describe
+        self._serializers = serializers
+        self.ttl: Counter[str] = Counter()
+        self.entries: Counter[str] = Counter()
+        self.memory = 0
+        self.seen = 0
+        self.complete = True
+        self.fraction = 1.0  # of the keyspace the counted keys stand for
+
+    def count(
+        self,
+        pages: Iterable[list[bytes]],
+        kp_bytes: bytes,
+        sample: int | None,
+        coverage: Coverage,
+    ) -> None:
+        """Describe the user keys of each page, stopping after ``sample`` keys (if given)."""
+        before = 0.0  # coverage before the current page
+        for page in pages:
+            keys = [k for k in page if not has_segment(k[len(kp_bytes) :])]
+            share = 1.0
+            if sample is not None and self.seen + len(keys) > sample:
+                share = (sample - self.seen) / len(keys)  # the part of this page's buckets
+                keys = keys[: sample - self.seen]
+            for first in range(0, len(keys), PIPELINE):
+                self._add(keys[first : first + PIPELINE])
+            self.seen += len(keys)
+            if sample is not None and self.seen >= sample:
+                self.complete = coverage.cursor == 0 and share == 1.0
+                self.fraction = before + (coverage.fraction - before) * share
+                break
+            before = coverage.fraction
+        if self.complete:
+            self.fraction = 1.0
+
+    def _add(self, batch: list[bytes]) -> None:
+        replies = self._describe(batch)
+        for i in range(len(batch)):
+            mem, pttl, head = replies[3 * i : 3 * i + 3]
+            if isinstance(mem, int):
+                self.memory += mem
+            self.ttl[_ttl_bucket(pttl)] += 1
+            self.entries[_entry_kind(head, self._serializers)] += 1
+
+    def report(self, url: str, prefix: str) -> InspectReport:
+        """The report of this pass (its library fields and time still to fill in)."""
+        complete, fraction = self.complete, self.fraction
+        ttl = self.ttl
+        return InspectReport(
+            url=url,
+            prefix=prefix,
+            complete=complete,
+            keys_seen=self.seen,
+            keys_estimated=self.seen if complete else round(self.seen / fraction),
+            memory_seen_bytes=self.memory,
+            memory_estimated_bytes=self.memory if complete else round(self.memory / fraction),
+            scan_coverage=fraction,
+            seconds=0.0,
+            ttl={name: ttl[name] for name, _ in (("no expiry", 0), *TTL_BUCKETS) if ttl[name]},
+            entries=dict(self.entries.most_common()),
+        )
 
 
 def _ttl_bucket(pttl: object) -> str:
@@ -304,115 +270,6 @@ def _entry_kind(head: object, serializers: dict[int, str]) -> str:
     if head[2] & FLAG_META:
         return f"{name} + metadata"
     return name
-
-
-@dataclass
-class _Library:
-    locks: list[LockInfo] = field(default_factory=list)
-    blooms: list[BloomInfo] = field(default_factory=list)
-    snapshots: list[str] = field(default_factory=list)
-    coverage: float = 1.0
-
-
-def _library_keys(
-    client: Any,
-    kp: str,
-    scan_count: int,
-    report: _Library,
-    coverage: _Coverage,
-    progress: Callable[[int], None],
-    deadline: float | None,
-    clock: Callable[[], float],
-) -> None:
-    """Locks, bloom filters and snapshots of this prefix and of prefixes nested under it."""
-    match = escape_glob(kp) + "*__cc*"
-    cut = len(kp.encode())
-    locks: list[bytes] = []
-    metas: list[bytes] = []
-
-    scan = _scan(client, match, scan_count, coverage, progress)
-    while True:
-        if deadline is not None and clock() >= deadline:
-            report.coverage = coverage.fraction if coverage.bits else 0.0
-            break
-        page = next(scan, None)
-        if page is None:
-            break
-        for key in page:
-            rest = key[cut:]
-            if not has_segment(rest):
-                continue
-            if _LOCK.encode() + b":" in key:
-                locks.append(key)
-            elif _BLOOM.encode() + b":" in key and key.endswith(b":meta"):
-                metas.append(key)
-            elif _SNAPSHOT.encode() + b":" in key and key.endswith(b":ptr"):
-                report.snapshots.append(key.decode("utf-8", "replace"))
-    for first in range(0, len(locks), _PIPELINE):
-        batch = locks[first : first + _PIPELINE]
-        pipe = client.pipeline(transaction=False)
-        pipe.time()
-        for key in batch:
-            pipe.pttl(key)
-            pipe.get(key)
-        replies = pipe.execute(raise_on_error=False)
-        now = replies[0]
-        now_ms = now[0] * 1000 + now[1] // 1000 if isinstance(now, list | tuple) else None
-        for i, key in enumerate(batch):
-            pttl, token = replies[1 + 2 * i], replies[2 + 2 * i]
-            if token is None:
-                continue  # released since the scan saw it
-            report.locks.append(
-                LockInfo(
-                    key.decode("utf-8", "replace"),
-                    pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None,
-                    _lock_age(token, now_ms),
-                )
-            )
-    for meta_key in metas:
-        bloom = _bloom_info(client, meta_key)
-        if bloom is not None:
-            report.blooms.append(bloom)
-
-
-def _lock_age(token: object, now_ms: int | None) -> float | None:
-    """Seconds since the lock was taken, from its token ``<hex ms>-<random>`` (see _lease_lock)."""
-    if not isinstance(token, bytes) or now_ms is None:
-        return None
-    stamp, sep, _ = token.partition(b"-")
-    try:
-        taken = int(stamp, 16)
-    except ValueError:
-        return None
-    return max(now_ms - taken, 0) / 1000 if sep else None
-
-
-def _bloom_info(client: Any, meta_key: bytes) -> BloomInfo | None:
-    raw = client.get(meta_key)
-    try:
-        params = json.loads(raw)
-        m, k = int(params["num_bits"]), int(params["num_hashes"])
-        part_bits = int(params["part_bits"])
-    except (TypeError, ValueError, KeyError):
-        return None
-    head = meta_key[: -len(b":meta")]
-    pipe = client.pipeline(transaction=False)
-    for i in range(-(-m // part_bits)):
-        pipe.bitcount(head + b":p:%d" % i)
-    bits = sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
-    fill = bits / m if m else 0.0
-    approx = round(-m / k * math.log1p(-min(bits, m - 1) / m)) if m else 0
-    return BloomInfo(
-        meta_key.decode("utf-8", "replace"),
-        int(params["capacity"]),
-        float(params["error_rate"]),
-        m,
-        k,
-        bits,
-        fill,
-        fill**k,
-        approx,
-    )
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -34,13 +34,13 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+from ._fork import after_fork_in_child
 from ._stats import Counter
 from .errors import CircuitOpenError
 
@@ -233,9 +233,11 @@ class CacheMetrics:
         self._hist_sum = 0.0
         self._blooms: list[Any] = []
         REGISTRY.add(self)
+        after_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
-        """In a forked child: locks another thread held at the fork would never be released."""
+        # In a forked child: a lock another thread of the parent held at the fork (an
+        # exporter's sync thread, a loader observing its duration) would never be released.
         self._hist_lock = threading.Lock()
         counters = [*self._requests.values(), *self._backend_errors.values()]
         counters += [v for v in vars(self).values() if isinstance(v, Counter)]
@@ -323,9 +325,15 @@ class MetricsRegistry:
         )
         self._breakers: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._ids = itertools.count()
+        after_fork_in_child(self._after_fork)
         #: Called as ``hook(cache_name, seconds)`` after every successful load (exporters that
         #: must see each observation, e.g. a multi-process Prometheus histogram).
         self.load_hooks: list[Callable[[str, float], None]] = []
+
+    def _after_fork(self) -> None:
+        # In a forked child: another thread of the parent may have held the lock at the fork.
+        # Each handle resets its own locks (it registers its own reset).
+        self._lock = threading.Lock()
 
     def add(self, handle: CacheMetrics) -> None:
         with self._lock:
@@ -351,18 +359,6 @@ class MetricsRegistry:
 
 
 REGISTRY: Final = MetricsRegistry()
-
-
-def _after_fork_in_child() -> None:
-    # A thread of the parent (an exporter's sync thread, a loader observing its duration) may
-    # have held one of these locks at the fork; the child has only the forking thread.
-    REGISTRY._lock = threading.Lock()
-    for handle in list(REGISTRY._handles.values()):
-        handle._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def metrics_registry() -> MetricsRegistry:

@@ -28,16 +28,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from ._codec import (
-    TAG,
-    Format,
-    Registry,
-    Tagged,
-    TypedCodec,
-    has_mark,
-    native_loads,
-    type_name,
-)
+from ._codec import TAG, Format, TypedCodec, has_mark, native_loads, type_name
+from ._codec_tagged import Registry, Tagged
 from .errors import SerializationError
 
 __all__ = [

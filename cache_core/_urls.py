@@ -189,7 +189,19 @@ def parse_url(url: str) -> Target:
     parts = urlsplit(url)
     if parts.fragment:
         raise ValueError(f"Redis URL {display!r} has a #fragment; remove it")
-    options = parse_qsl(parts.query, keep_blank_values=True)
+    values = _options(parts.query, _known_options(scheme, kind, tls), display)
+    auth, netloc = _auth(parts.netloc, tls)
+    if kind == "redis" and values.pop("cluster", False):
+        kind = "cluster"
+    if kind == "redis":
+        return _redis_target(url, scheme, netloc, parts.path, values, display)
+    if kind == "cluster":
+        return _cluster_target(netloc, parts.path, values, auth, display)
+    return _sentinel_target(netloc, parts.path, values, auth, display)
+
+
+def _known_options(scheme: str, kind: Kind, tls: bool) -> dict[str, Callable[[str], Any]]:
+    """The options a URL of this scheme may carry, with their parsers."""
     known: dict[str, Callable[[str], Any]] = {**_COMMON, "db": _non_negative_int}
     if kind == "cluster" or (kind == "redis" and scheme != "unix"):
         known["cluster"] = _bool
@@ -197,6 +209,12 @@ def parse_url(url: str) -> Target:
         known.update(_TLS)
     if kind == "sentinel":
         known.update(_SENTINEL_ONLY)
+    return known
+
+
+def _options(query: str, known: dict[str, Callable[[str], Any]], display: str) -> dict[str, Any]:
+    """The ``?name=value`` options, parsed; an unknown, repeated or bad one is a ValueError."""
+    options = parse_qsl(query, keep_blank_values=True)
     unknown = sorted({name for name, _ in options if name not in known})
     if unknown:
         raise ValueError(
@@ -213,9 +231,12 @@ def parse_url(url: str) -> Target:
             raise ValueError(
                 f"bad value {text!r} for option {name} in Redis URL {display!r}: {exc}"
             ) from None
+    return values
 
+
+def _auth(netloc: str, tls: bool) -> tuple[dict[str, Any], str]:
+    """Client keywords from the ``user:password@`` part (and TLS), and the netloc without it."""
     auth: dict[str, Any] = {}
-    netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, netloc = netloc.rpartition("@")
         user, colon, password = userinfo.partition(":")
@@ -225,45 +246,56 @@ def parse_url(url: str) -> Target:
             auth["password"] = unquote(password)
     if tls:
         auth["ssl"] = True
+    return auth, netloc
 
-    if kind == "redis" and values.pop("cluster", False):
-        kind = "cluster"
-    if kind == "redis":
-        if scheme == "unix":
-            if not parts.path:
-                raise ValueError(f"Redis URL {display!r} names no socket path")
-            return Target("redis", display, (), client_kwargs={}, plain_url=_strip_query(url))
-        if "," in netloc:
-            raise ValueError(
-                f"Redis URL {display!r} names several hosts: for a Redis Cluster write "
-                f"redis+cluster://{netloc}, for Sentinel redis+sentinel://{netloc}/service_name"
-            )
-        path = parts.path.strip("/")
-        if path:
-            db = _db(path, display)
-            if "db" in values and values["db"] != db:
-                raise ValueError(f"Redis URL {display!r} names two databases ({db} and db=)")
-        hosts = _hosts(netloc, 6379, display) if netloc else ()
-        return Target("redis", display, hosts, client_kwargs={}, plain_url=_strip_query(url))
 
-    if kind == "cluster":
-        if values.pop("cluster", True) is False:
-            raise ValueError(f"Redis URL {display!r} is a cluster URL with cluster=false")
-        path = parts.path.strip("/")
-        db = values.pop("db", None)
-        if (path and _db(path, display) != 0) or (db not in (None, 0)):
-            raise ValueError(
-                f"Redis URL {display!r} names a database other than 0: Redis Cluster has "
-                "only database 0"
-            )
-        if not netloc:
-            raise ValueError(f"Redis URL {display!r} names no seed node")
-        return Target(
-            "cluster", display, _hosts(netloc, 6379, display), client_kwargs={**auth, **values}
+def _redis_target(
+    url: str, scheme: str, netloc: str, path: str, values: dict[str, Any], display: str
+) -> Target:
+    """One server (TCP or a Unix socket): redis-py parses the plain URL itself."""
+    if scheme == "unix":
+        if not path:
+            raise ValueError(f"Redis URL {display!r} names no socket path")
+        return Target("redis", display, (), client_kwargs={}, plain_url=_strip_query(url))
+    if "," in netloc:
+        raise ValueError(
+            f"Redis URL {display!r} names several hosts: for a Redis Cluster write "
+            f"redis+cluster://{netloc}, for Sentinel redis+sentinel://{netloc}/service_name"
         )
+    path = path.strip("/")
+    if path:
+        db = _db(path, display)
+        if "db" in values and values["db"] != db:
+            raise ValueError(f"Redis URL {display!r} names two databases ({db} and db=)")
+    hosts = _hosts(netloc, 6379, display) if netloc else ()
+    return Target("redis", display, hosts, client_kwargs={}, plain_url=_strip_query(url))
 
-    # sentinel
-    segments = [s for s in parts.path.split("/") if s]
+
+def _cluster_target(
+    netloc: str, path: str, values: dict[str, Any], auth: dict[str, Any], display: str
+) -> Target:
+    """Redis Cluster: the seeds, database 0 only."""
+    if values.pop("cluster", True) is False:
+        raise ValueError(f"Redis URL {display!r} is a cluster URL with cluster=false")
+    path = path.strip("/")
+    db = values.pop("db", None)
+    if (path and _db(path, display) != 0) or (db not in (None, 0)):
+        raise ValueError(
+            f"Redis URL {display!r} names a database other than 0: Redis Cluster has "
+            "only database 0"
+        )
+    if not netloc:
+        raise ValueError(f"Redis URL {display!r} names no seed node")
+    return Target(
+        "cluster", display, _hosts(netloc, 6379, display), client_kwargs={**auth, **values}
+    )
+
+
+def _sentinel_target(
+    netloc: str, path: str, values: dict[str, Any], auth: dict[str, Any], display: str
+) -> Target:
+    """Sentinel: the sentinels, the service name and the keywords for each side."""
+    segments = [s for s in path.split("/") if s]
     if not segments:
         raise ValueError(
             f"Redis URL {display!r} names no service: write "

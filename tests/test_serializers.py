@@ -29,6 +29,7 @@ from cache_core import (
     SerializationError,
     Serializer,
     _codec,
+    _codec_tagged,
     _serializers,
 )
 
@@ -479,14 +480,14 @@ def test_registered_dataclass_with_wrong_fields_is_an_error(js: JSONSerializer) 
 
 def test_untagged_bytes_skip_the_revive_walk(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = 0
-    real = _codec.Tagged.revive
+    real = _codec_tagged.Tagged.revive
 
-    def counting(self: _codec.Tagged, obj: Any) -> Any:
+    def counting(self: _codec_tagged.Tagged, obj: Any) -> Any:
         nonlocal calls
         calls += 1
         return real(self, obj)
 
-    monkeypatch.setattr(_codec.Tagged, "revive", counting)
+    monkeypatch.setattr(_codec_tagged.Tagged, "revive", counting)
     js = JSONSerializer()
     assert js.loads(js.dumps({"a": {"b": {"c": 1}}})) == {"a": {"b": {"c": 1}}}
     assert calls == 0
@@ -727,7 +728,7 @@ def test_compressed_arguments_are_checked(kwargs: dict[str, int], match: str) ->
 @given(value=st.lists(mixed, max_size=3) | st.dictionaries(keys, mixed, max_size=3))
 def test_native_and_python_plain_walks_agree(msgpack: bool, value: Any) -> None:
     leaf = frozenset({str, int, bool, type(None), *((bytes,) if msgpack else ())})
-    python = _codec._plain_check(leaf)
+    python = _codec_tagged._plain_check(leaf)
     native = _codec._plain_native.plain_msgpack if msgpack else _codec._plain_native.plain_json
     assert native(value) is python(value)
 

@@ -29,20 +29,13 @@ MAX_MODULE = 450
 #: shrink. ``module path relative to the package: count``.
 KNOWN_PRIVATE_READS: dict[str, int] = {
     "_lease_lock.py": 5,
-    "_metrics.py": 3,
     "_redis.py": 4,
 }
 KNOWN_CONCRETE_IMPORTS: set[str] = set()
 KNOWN_LONG: set[str] = {
-    "_codec.py",
-    "_inspect.py",
     "_invalidation.py",
-    "_keys.py",
     "_multilevel.py",
     "_redis.py",
-    "_urls.py",
-    "contrib/_store.py",
-    "contrib/otel.py",
 }
 
 

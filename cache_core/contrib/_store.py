@@ -1,27 +1,16 @@
-"""The store behind the framework backends: any picklable value, counters as raw integers.
+"""The store behind the framework backends: ``Store`` and its validated ``StoreConfig``.
 
-What a framework key holds in Redis (under the namespace, a ``RedisCache`` prefix)::
-
-    b"7", b"-42"            a Python ``int`` in the signed 64-bit range, as ASCII decimal, so
-                            INCRBY updates it in place: incr/decr are one atomic command
-    0xCC 0x01 0x00 'F' ...  any other value: the typed layer's envelope (serializer id 'F')
-                            around b"o" + the inner serializer's bytes (signed pickle by default)
-
-``TypedCache`` (which runs ``get_or_set`` with the singleflight and the lease lock) only knows
-the envelope form, in which an int is b"i" + its digits. ``CounterRedisCache`` translates at
-the Redis boundary: that envelope goes to Redis as the bare digits, and bare digits come back
-as that envelope. A value stored by ``get_or_set`` can therefore be incremented, and a counter
-can be read by ``get_or_set``. An L1 (``MultiLevelCache``) holds envelopes, never bare digits.
-
-Increments that INCRBY cannot do (a pickled value such as a float, a result past 64 bits) fall
-back to read, add, compare-and-set in a Lua script, retried until no other writer intervened.
+A ``Store`` is ``TypedCache`` over ``CounterRedisCache`` [+ a ``MemoryCache`` L1] (the value
+format is in ``_counter``), plus what the frameworks need beyond it: SET NX, TOUCH and INCRBY in
+Lua scripts that also drop the key's fence. Increments that INCRBY cannot do (a pickled value
+such as a float, a result past 64 bits) fall back to read, add, compare-and-set in a Lua
+script, retried until no other writer intervened.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
@@ -32,22 +21,31 @@ from .._breaker import CircuitBreaker
 from .._envelope import plain_prefix
 from .._memory import MemoryCache
 from .._multilevel import MultiLevelCache
-from .._redis import RedisCache
 from .._serializers import Serializer
 from .._typed import TypedCache
-from .._validate import MISSING, TTL, check_value, ttl_ms
+from .._validate import check_int, ttl_ms
 from ..errors import BackendError, CacheMiss, SerializationError
+from ._counter import (
+    INT64_MAX,
+    INT64_MIN,
+    CounterRedisCache,
+    FrameworkSerializer,
+    from_redis,
+    to_redis,
+)
 
-__all__ = ["CounterRedisCache", "FrameworkSerializer", "Store", "StoreConfig", "original_error"]
+__all__ = [
+    "CounterRedisCache",
+    "FrameworkSerializer",
+    "Store",
+    "StoreConfig",
+    "breaker_option",
+    "l1_option",
+    "original_error",
+]
 
 log = logging.getLogger("cache_core")
 
-_INT_TAG: Final = b"i"
-_OBJ_TAG: Final = b"o"
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
-_DIGITS: Final = re.compile(rb"-?[0-9]{1,19}")
-_MAGIC: Final = b"\xcc"
 _CAS_ATTEMPTS: Final = 100
 
 # Every script below takes the key's fence (cache_core._fence) as an optional KEYS[2] and drops
@@ -114,113 +112,6 @@ return r
 """
 
 
-class FrameworkSerializer:
-    """Ints as decimal digits (b"i" + digits), everything else b"o" + ``inner``'s bytes.
-
-    Digits are parsed with ``int()`` after a strict pattern check, never unpickled: a raw
-    counter in Redis needs no signature to be safe to read.
-    """
-
-    format_id = b"F"
-
-    def __init__(self, inner: Serializer) -> None:
-        if not (
-            callable(getattr(inner, "dumps", None)) and callable(getattr(inner, "loads", None))
-        ):
-            raise TypeError(f"serializer must have dumps() and loads(), not {type(inner).__name__}")
-        self.inner = inner
-        self._dumps = inner.dumps
-        self._loads = inner.loads
-
-    def __repr__(self) -> str:
-        return f"FrameworkSerializer({self.inner!r})"
-
-    def dumps(self, obj: Any) -> bytes:
-        if type(obj) is int and _INT64_MIN <= obj <= _INT64_MAX:
-            return _INT_TAG + str(obj).encode("ascii")
-        return _OBJ_TAG + self._dumps(obj)
-
-    def loads(self, data: bytes) -> Any:
-        tag = data[:1]
-        if tag == _OBJ_TAG:
-            return self._loads(data[1:])
-        if tag == _INT_TAG:
-            digits = bytes(data[1:])
-            if _DIGITS.fullmatch(digits):
-                return int(digits)
-            raise SerializationError(f"stored counter is not a decimal integer: {digits[:40]!r}")
-        raise SerializationError(f"unknown framework value tag {tag!r}")
-
-
-#: The envelope of an int (TypedCache's plain header for serializer 'F', then the int tag).
-_INT_HEADER: Final = plain_prefix(FrameworkSerializer.format_id[0]) + _INT_TAG
-_INT_HEADER_LEN: Final = len(_INT_HEADER)
-
-
-def _to_redis(data: bytes) -> bytes:
-    return data[_INT_HEADER_LEN:] if data[:_INT_HEADER_LEN] == _INT_HEADER else data
-
-
-def _from_redis(data: bytes) -> bytes:
-    # Anything that is not an envelope is read as a counter; the serializer validates it.
-    return data if data[:1] == _MAGIC else _INT_HEADER + data
-
-
-class CounterRedisCache(RedisCache):
-    """A ``RedisCache`` that stores the envelope of an int as the bare digits (see module doc).
-
-    Only the value bytes change on the way in and out; keys, TTLs, the breaker and every other
-    behaviour are ``RedisCache``'s.
-    """
-
-    def get(self, key: str, default: Any = MISSING) -> Any:
-        data = super().get(key, None)
-        if data is None:
-            if default is MISSING:
-                raise CacheMiss(key)
-            return default
-        return data if data[:1] == _MAGIC else _INT_HEADER + data
-
-    def get_with_ttl(self, key: str) -> tuple[bytes, float | None] | None:
-        hit = super().get_with_ttl(key)
-        return None if hit is None else (_from_redis(hit[0]), hit[1])
-
-    def mget(self, keys: Iterable[str]) -> dict[str, bytes]:
-        return {k: _from_redis(v) for k, v in super().mget(keys).items()}
-
-    def mget_with_ttl(self, keys: Iterable[str]) -> dict[str, tuple[bytes, float | None]]:
-        return {k: (_from_redis(v), t) for k, (v, t) in super().mget_with_ttl(keys).items()}
-
-    def set(self, key: str, value: bytes, ttl: TTL | None = None) -> None:
-        super().set(key, _to_redis(check_value(value)), ttl)
-
-    def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
-        if isinstance(items, Mapping):
-            items = {k: _to_redis(check_value(v)) for k, v in items.items()}
-        super().mset(items, ttl)
-
-    def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
-        super().mset_with_ttls(_entries_to_redis(entries))
-
-    def set_fenced(self, key: str, value: bytes, ttl: TTL | None, token: str) -> bool:
-        return super().set_fenced(key, _to_redis(check_value(value)), ttl, token)
-
-    def mset_fenced(
-        self, entries: Mapping[str, tuple[bytes, TTL | None]], tokens: Mapping[str, str]
-    ) -> frozenset[str]:
-        return super().mset_fenced(_entries_to_redis(entries), tokens)
-
-
-def _entries_to_redis(
-    entries: Mapping[str, tuple[bytes, TTL | None]],
-) -> Mapping[str, tuple[bytes, TTL | None]]:
-    if isinstance(entries, Mapping) and all(
-        isinstance(p, tuple) and len(p) == 2 for p in entries.values()
-    ):
-        return {k: (_to_redis(check_value(v)), t) for k, (v, t) in entries.items()}
-    return entries  # malformed: RedisCache raises the error naming it
-
-
 def original_error(exc: SerializationError) -> BaseException:
     """The exception a serializer wrapped (e.g. ``pickle.PicklingError``), else ``exc``.
 
@@ -260,17 +151,40 @@ class StoreConfig:
             )
         if not isinstance(self.namespace, str) or not self.namespace:
             raise ValueError(f"namespace must be a non-empty str, got {self.namespace!r}")
-        if isinstance(self.l1_maxsize, bool) or not isinstance(self.l1_maxsize, int):
-            raise TypeError(f"L1 maxsize must be an int, not {type(self.l1_maxsize).__name__}")
-        if self.l1_maxsize < 0:
-            raise ValueError(f"L1 maxsize must be >= 0, got {self.l1_maxsize}")
+        check_int(self.l1_maxsize, "L1 maxsize", minimum=0)
+
+
+def l1_option(l1: object, maxsize: str, ttl: str) -> tuple[Any, Any] | None:
+    """``(maxsize, ttl)`` of a backend's L1 setting, unconverted: ``(0, 5.0)`` for None or
+    False (no L1), the defaults for True, a mapping's items ``maxsize`` and ``ttl`` (the
+    backend's spelling of the names); None for any other value."""
+    if l1 is True:
+        return 10_000, 5.0
+    if isinstance(l1, Mapping):
+        return l1.get(maxsize, 10_000), l1.get(ttl, 5.0)
+    if l1 in (None, False):
+        return 0, 5.0
+    return None
+
+
+def breaker_option(breaker: object, threshold: str, reset: str) -> dict[str, Any]:
+    """``StoreConfig`` keywords of a backend's breaker setting: True / False, or a mapping of
+    its items ``threshold`` and ``reset`` (the backend's spelling of the names)."""
+    if isinstance(breaker, Mapping):
+        return {
+            "breaker": True,
+            "breaker_failure_threshold": breaker.get(threshold, 5),
+            "breaker_reset_timeout": breaker.get(reset, 5.0),
+        }
+    return {"breaker": bool(breaker)}
 
 
 class Store:
     """Framework values over ``CounterRedisCache`` [+ ``MemoryCache`` L1], read-through typed.
 
     Keys are the framework's final keys (already prefixed and versioned by it); TTLs are
-    seconds > 0 or None (no expiry): each backend maps its own timeout conventions first.
+    seconds, None for no expiry, <= 0 for an entry that expires at once (``set`` deletes the
+    key, ``add`` stores nothing): each backend maps its own timeout conventions first.
     """
 
     def __init__(self, config: StoreConfig) -> None:
@@ -326,11 +240,11 @@ class Store:
 
     def encode(self, value: Any) -> bytes:
         """The bytes Redis holds for ``value`` (bare digits for an int)."""
-        return _to_redis(self._header + self.serializer.dumps(value))
+        return to_redis(self._header + self.serializer.dumps(value))
 
     def decode(self, raw: bytes) -> Any:
         """The value of bytes as Redis holds them; SerializationError if they are not one."""
-        data = _from_redis(raw)
+        data = from_redis(raw)
         if data[:4] != self._header:
             raise SerializationError("stored bytes are not a framework value")
         return self.serializer.loads(data[4:])
@@ -378,10 +292,35 @@ class Store:
     # -- writes ------------------------------------------------------------------------------
 
     def set(self, key: str, value: Any, ttl: float | None) -> None:
+        """Store ``value``; a ``ttl`` <= 0 (expired at once) stores nothing and deletes the key
+        (no older value may stay behind), after checking that ``value`` could be stored."""
+        if ttl is not None and ttl <= 0:
+            self.encode(value)  # an unstorable value fails here too
+            self.delete(key)
+            return
         self.typed.set(key, value, ttl)
 
     def set_many(self, items: Mapping[str, Any], ttl: float | None) -> None:
+        """``set`` of every item, in one round trip."""
+        if ttl is not None and ttl <= 0:
+            for value in items.values():
+                self.encode(value)
+            self.delete_many(list(items))
+            return
         self.typed.mset(items, ttl)
+
+    def set_many_or_warn(self, items: Mapping[str, Any], ttl: float | None) -> bool:
+        """``set_many`` for a framework whose ``set_many`` never raises for Redis: False (and
+        a warning logged) if Redis failed. An unstorable value raises the serializer's own
+        error (``original_error``), as the frameworks promise."""
+        try:
+            self.set_many(items, ttl)
+        except SerializationError as exc:
+            raise original_error(exc) from None
+        except BackendError as exc:
+            log.warning("cache_core: set_many of %d keys failed: %s", len(items), exc)
+            return False
+        return True
 
     def _keys(self, key: str) -> list[str]:
         """The value's Redis key and, where it can share the slot, its fence (KEYS[2])."""
@@ -390,11 +329,17 @@ class Store:
         return [rkey] if fence is None else [rkey, fence]
 
     def add(self, key: str, value: Any, ttl: float | None) -> bool:
-        """SET NX: True if the key was absent and now holds ``value``."""
+        """SET NX: True if the key was absent and now holds ``value``. With a ``ttl`` <= 0
+        nothing is stored: True if the key was absent (it would have been added)."""
         data = self.encode(value)
-        redis = self.redis
+        if ttl is not None and ttl <= 0:
+            return not self.has(key)
+        return self._set_nx(key, data, ttl)
+
+    def _set_nx(self, key: str, data: bytes, ttl: float | None) -> bool:
+        """SET NX of encoded bytes (a ``ttl`` <= 0 is the shortest expiry, 1 ms)."""
         px = 0 if ttl is None else ttl_ms(ttl)
-        added = redis.run("SET NX", self._add, self._keys(key), [data, px])
+        added = self.redis.run("SET NX", self._add, self._keys(key), [data, px])
         if added:
             self._forget_l1(key)
         return bool(added)
@@ -426,7 +371,7 @@ class Store:
         redis = self.redis
         rkey = redis.redis_key(key)
         try:
-            if type(delta) is int and _INT64_MIN <= delta <= _INT64_MAX:
+            if type(delta) is int and INT64_MIN <= delta <= INT64_MAX:
                 px = 0 if ttl is None else ttl_ms(ttl)
                 reply = redis.run("INCRBY", self._incr, self._keys(key), [delta, int(create), px])
                 if isinstance(reply, int):
@@ -454,7 +399,7 @@ class Store:
             if current is None:
                 if not create:
                     raise CacheMiss(key)
-                if self.add(key, delta, ttl):
+                if self._set_nx(key, self.encode(delta), ttl):
                     return delta
             else:
                 try:

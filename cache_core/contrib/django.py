@@ -53,7 +53,6 @@ reached (the error is logged); other operations raise ``cache_core.BackendError`
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -67,12 +66,10 @@ from django.utils.crypto import salted_hmac
 from django.utils.module_loading import import_string
 
 from .._serializers import PickleSerializer, Serializer
-from ..errors import BackendError, CacheMiss, SerializationError
-from ._store import Store, StoreConfig, original_error
+from ..errors import CacheMiss, SerializationError
+from ._store import Store, StoreConfig, breaker_option, l1_option, original_error
 
 __all__ = ["RedisCache", "signing_key"]
-
-log = logging.getLogger("cache_core")
 
 _OPTION_NAMES: Final = frozenset(
     {
@@ -142,23 +139,13 @@ def _config(server: Any, key_prefix: str, options: Mapping[str, Any]) -> StoreCo
             f"unknown OPTIONS for cache_core.contrib.django.RedisCache: {', '.join(unknown)} "
             f"(known: {', '.join(sorted(_OPTION_NAMES))}; lower-case names go to redis-py)"
         )
-    l1 = options.get("L1")
-    l1_maxsize, l1_ttl = 0, 5.0
-    if l1 is True:
-        l1_maxsize = 10_000
-    elif isinstance(l1, Mapping):
-        l1_maxsize = l1.get("MAXSIZE", 10_000)
-        l1_ttl = float(l1.get("TTL", 5.0))
-    elif l1 not in (None, False):
-        raise ImproperlyConfigured(f"OPTIONS['L1'] must be None, a bool or a dict, not {l1!r}")
-    breaker = options.get("BREAKER", True)
-    breaker_kwargs: dict[str, Any] = {}
-    if isinstance(breaker, Mapping):
-        breaker_kwargs = {
-            "breaker_failure_threshold": breaker.get("FAILURE_THRESHOLD", 5),
-            "breaker_reset_timeout": breaker.get("RESET_TIMEOUT", 5.0),
-        }
-        breaker = True
+    l1 = l1_option(options.get("L1"), "MAXSIZE", "TTL")
+    if l1 is None:
+        raise ImproperlyConfigured(
+            f"OPTIONS['L1'] must be None, a bool or a dict, not {options.get('L1')!r}"
+        )
+    l1_maxsize, l1_ttl = l1[0], float(l1[1])
+    breaker = breaker_option(options.get("BREAKER", True), "FAILURE_THRESHOLD", "RESET_TIMEOUT")
     try:
         return StoreConfig(
             urls=_urls(server),
@@ -170,9 +157,8 @@ def _config(server: Any, key_prefix: str, options: Mapping[str, Any]) -> StoreCo
             l1_ttl=l1_ttl,
             distributed_lock=bool(options.get("DISTRIBUTED_LOCK", True)),
             lock_timeout=float(options.get("LOCK_TIMEOUT", 10.0)),
-            breaker=bool(breaker),
             ttl_jitter=float(options.get("TTL_JITTER", 0.0)),
-            **breaker_kwargs,
+            **breaker,
         )
     except (TypeError, ValueError) as exc:
         raise ImproperlyConfigured(f"cache_core.contrib.django.RedisCache: {exc}") from exc
@@ -268,11 +254,7 @@ class RedisCache(BaseCache):  # type: ignore[misc]  # django ships no type infor
         rkey = self.make_and_validate_key(key, version=version)
         ttl = self.get_backend_timeout(timeout)
         try:
-            if ttl is not None and ttl <= 0:
-                self._store.encode(value)  # an unpicklable value fails here too
-                self._store.delete(rkey)  # not cached: no older value may stay behind
-                return
-            self._store.set(rkey, value, ttl)
+            self._store.set(rkey, value, ttl)  # <= 0: not cached, the key deleted
         except SerializationError as exc:
             raise original_error(exc) from None
 
@@ -282,10 +264,7 @@ class RedisCache(BaseCache):  # type: ignore[misc]  # django ships no type infor
         rkey = self.make_and_validate_key(key, version=version)
         ttl = self.get_backend_timeout(timeout)
         try:
-            if ttl is not None and ttl <= 0:
-                self._store.encode(value)
-                return not self._store.has(rkey)  # would have been added; nothing is stored
-            return self._store.add(rkey, value, ttl)
+            return self._store.add(rkey, value, ttl)  # <= 0: whether it would have been added
         except SerializationError as exc:
             raise original_error(exc) from None
 
@@ -298,20 +277,8 @@ class RedisCache(BaseCache):  # type: ignore[misc]  # django ships no type infor
         safe = {
             self.make_and_validate_key(key, version=version): value for key, value in data.items()
         }
-        ttl = self.get_backend_timeout(timeout)
-        try:
-            if ttl is not None and ttl <= 0:
-                for value in safe.values():
-                    self._store.encode(value)
-                self._store.delete_many(list(safe))
-            else:
-                self._store.set_many(safe, ttl)
-        except SerializationError as exc:
-            raise original_error(exc) from None
-        except BackendError as exc:
-            log.warning("cache_core: set_many of %d keys failed: %s", len(safe), exc)
-            return list(data)
-        return []
+        stored = self._store.set_many_or_warn(safe, self.get_backend_timeout(timeout))
+        return [] if stored else list(data)
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
         rkey = self.make_and_validate_key(key, version=version)

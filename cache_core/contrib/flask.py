@@ -48,7 +48,7 @@ from flask_caching.backends.base import BaseCache
 
 from .._serializers import PickleSerializer, Serializer
 from ..errors import BackendError, CacheMiss, SerializationError
-from ._store import Store, StoreConfig, original_error
+from ._store import Store, StoreConfig, breaker_option, l1_option, original_error
 
 __all__ = ["RedisCache", "signing_key"]
 
@@ -100,19 +100,8 @@ class RedisCache(BaseCache):
                     "from the app's SECRET_KEY), or pass serializer="
                 )
             serializer = PickleSerializer(signing_key)
-        l1_maxsize, l1_ttl = 0, 5.0
-        if l1 is True:
-            l1_maxsize = 10_000
-        elif isinstance(l1, Mapping):
-            l1_maxsize = int(l1.get("maxsize", 10_000))
-            l1_ttl = float(l1.get("ttl", 5.0))
-        breaker_kwargs: dict[str, Any] = {}
-        if isinstance(breaker, Mapping):
-            breaker_kwargs = {
-                "breaker_failure_threshold": breaker.get("failure_threshold", 5),
-                "breaker_reset_timeout": breaker.get("reset_timeout", 5.0),
-            }
-            breaker = True
+        l1_maxsize, l1_ttl = l1_option(l1, "maxsize", "ttl") or (0, 5.0)
+        l1_maxsize, l1_ttl = int(l1_maxsize), float(l1_ttl)
         self.key_prefix = key_prefix
         self._store = Store(
             StoreConfig(
@@ -125,8 +114,7 @@ class RedisCache(BaseCache):
                 l1_ttl=l1_ttl,
                 distributed_lock=distributed_lock,
                 lock_timeout=lock_timeout,
-                breaker=bool(breaker),
-                **breaker_kwargs,
+                **breaker_option(breaker, "failure_threshold", "reset_timeout"),
             )
         )
 
@@ -207,11 +195,7 @@ class RedisCache(BaseCache):
     def set(self, key: str, value: Any, timeout: Any = None) -> bool:
         ttl = self._ttl(timeout)
         try:
-            if ttl is not None and ttl < 0:
-                self._store.encode(value)
-                self._store.delete(key)
-            else:
-                self._store.set(key, value, ttl)
+            self._store.set(key, value, ttl)  # expired: not stored, the key deleted
         except SerializationError as exc:
             raise original_error(exc) from None
         except BackendError as exc:
@@ -222,9 +206,6 @@ class RedisCache(BaseCache):
     def add(self, key: str, value: Any, timeout: Any = None) -> bool:
         ttl = self._ttl(timeout)
         try:
-            if ttl is not None and ttl < 0:
-                self._store.encode(value)
-                return not self._store.has(key)
             return self._store.add(key, value, ttl)
         except SerializationError as exc:
             raise original_error(exc) from None
@@ -236,20 +217,8 @@ class RedisCache(BaseCache):
         """Store every item in one round trip; returns the keys stored (all, or none)."""
         if not mapping:
             return []
-        ttl = self._ttl(timeout)
-        try:
-            if ttl is not None and ttl < 0:
-                for value in mapping.values():
-                    self._store.encode(value)
-                self._store.delete_many(list(mapping))
-            else:
-                self._store.set_many(mapping, ttl)
-        except SerializationError as exc:
-            raise original_error(exc) from None
-        except BackendError as exc:
-            log.warning("cache_core: set_many of %d keys failed: %s", len(mapping), exc)
-            return []
-        return list(mapping)
+        stored = self._store.set_many_or_warn(mapping, self._ttl(timeout))
+        return list(mapping) if stored else []
 
     def delete(self, key: str) -> bool:
         return self._store.delete(key)

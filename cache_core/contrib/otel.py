@@ -56,27 +56,32 @@ _SIMPLE = (
 )  # fmt: skip
 
 
-def instrument(meter_provider: Any = None, *, registry: MetricsRegistry = REGISTRY) -> list[Any]:
-    """Create the observable instruments on ``meter_provider`` (default: the global one)."""
-    meter = metrics.get_meter("cache_core", __version__, meter_provider=meter_provider)
+_Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
-    def snapshots() -> list[tuple[bool, CacheStats]]:
-        return [(h.covered, h.snapshot()) for h in registry.handles()]
 
-    def per_cache(
-        value: Callable[[CacheStats], float],
-    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+class _Callbacks:
+    """The observable instruments' callbacks: each reads ``registry`` when the SDK collects."""
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        self._registry = registry
+
+    def _snapshots(self) -> list[tuple[bool, CacheStats]]:
+        return [(h.covered, h.snapshot()) for h in self._registry.handles()]
+
+    def per_cache(self, value: Callable[[CacheStats], float]) -> _Callback:
+        """``value`` of every handle, summed by cache name (handles may share a name)."""
+
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             totals: dict[str, float] = {}
-            for _, snap in snapshots():
+            for _, snap in self._snapshots():
                 totals[snap.name] = totals.get(snap.name, 0) + value(snap)
             return [Observation(v, {"cache": name}) for name, v in sorted(totals.items())]
 
         return callback
 
-    def requests(options: CallbackOptions) -> Iterable[Observation]:
+    def requests(self, options: CallbackOptions) -> Iterable[Observation]:
         totals: dict[tuple[str, str, str], int] = {}
-        for covered, snap in snapshots():
+        for covered, snap in self._snapshots():
             if covered:
                 continue  # a layer above counts these requests
             for (level, result), n in snap.requests.items():
@@ -87,67 +92,70 @@ def instrument(meter_provider: Any = None, *, registry: MetricsRegistry = REGIST
             for (c, lv, r), n in sorted(totals.items())
         ]
 
-    def backend_errors(options: CallbackOptions) -> Iterable[Observation]:
+    def backend_errors(self, options: CallbackOptions) -> Iterable[Observation]:
         totals: dict[tuple[str, str], int] = {}
-        for _, snap in snapshots():
+        for _, snap in self._snapshots():
             for kind, n in snap.backend_errors_by_kind.items():
                 totals[(snap.name, kind)] = totals.get((snap.name, kind), 0) + n
         return [Observation(n, {"cache": c, "kind": k}) for (c, k), n in sorted(totals.items())]
 
-    def breaker_state(options: CallbackOptions) -> Iterable[Observation]:
+    def breaker_state(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
             Observation(1 if b.state == s else 0, {"breaker": b.name, "state": s})
-            for b in registry.breakers()
+            for b in self._registry.breakers()
             for s in _STATES
         ]
 
-    def transitions(options: CallbackOptions) -> Iterable[Observation]:
+    def transitions(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
             Observation(n, {"breaker": b.name, "to": to})
-            for b in registry.breakers()
+            for b in self._registry.breakers()
             for to, n in b.transitions.items()
         ]
 
-    def bloom(attr: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def bloom(self, attr: str) -> _Callback:
+        """The gauge ``attr`` of every cache that watches a bloom filter."""
+
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             return [
                 Observation(float(getattr(snap.bloom, attr)), {"cache": snap.name})
-                for _, snap in snapshots()
+                for _, snap in self._snapshots()
                 if snap.bloom is not None
             ]
 
         return callback
 
+
+def instrument(meter_provider: Any = None, *, registry: MetricsRegistry = REGISTRY) -> list[Any]:
+    """Create the observable instruments on ``meter_provider`` (default: the global one)."""
+    meter = metrics.get_meter("cache_core", __version__, meter_provider=meter_provider)
+    on = _Callbacks(registry)
     counter = meter.create_observable_counter
     gauge = meter.create_observable_gauge
     made = [
-        counter("cache_core.requests", [requests], "{request}",
+        counter("cache_core.requests", [on.requests], "{request}",
                 "Cache requests by the level that answered and the result."),
-        counter("cache_core.loads", [per_cache(lambda s: s.loads_total)], "{load}",
+        counter("cache_core.loads", [on.per_cache(lambda s: s.loads_total)], "{load}",
                 "Loader calls that returned a value."),
-        counter("cache_core.load_errors", [per_cache(lambda s: s.load_errors_total)], "{load}",
-                "Loader calls that raised."),
-        counter("cache_core.load.time", [per_cache(lambda s: s.load_seconds_sum)], "s",
+        counter("cache_core.load_errors", [on.per_cache(lambda s: s.load_errors_total)],
+                "{load}", "Loader calls that raised."),
+        counter("cache_core.load.time", [on.per_cache(lambda s: s.load_seconds_sum)], "s",
                 "Total duration of successful loader calls."),
-        counter("cache_core.backend_errors", [backend_errors], "{error}",
+        counter("cache_core.backend_errors", [on.backend_errors], "{error}",
                 "Backend (Redis) errors by kind."),
-        counter("cache_core.breaker.transitions", [transitions], "{transition}",
+        counter("cache_core.breaker.transitions", [on.transitions], "{transition}",
                 "Circuit breaker state changes, by the state entered."),
-        gauge("cache_core.breaker.state", [breaker_state], "1",
+        gauge("cache_core.breaker.state", [on.breaker_state], "1",
               "1 for the circuit breaker's current state, 0 for the others."),
-        gauge("cache_core.bloom.capacity", [bloom("capacity")], "{key}", "Bloom filter capacity."),
-        gauge("cache_core.bloom.fill_ratio", [bloom("fill_ratio")], "1",
+        gauge("cache_core.bloom.capacity", [on.bloom("capacity")], "{key}",
+              "Bloom filter capacity."),
+        gauge("cache_core.bloom.fill_ratio", [on.bloom("fill_ratio")], "1",
               "Fraction of bloom filter bits set."),
-        gauge("cache_core.bloom.estimated_fpr", [bloom("estimated_fpr")], "1",
+        gauge("cache_core.bloom.estimated_fpr", [on.bloom("estimated_fpr")], "1",
               "Estimated bloom filter false-positive rate."),
     ]  # fmt: skip
     for name, attr, unit, description in _SIMPLE:
         made.append(
-            counter(
-                f"cache_core.{name}",
-                [per_cache(attrgetter(attr))],
-                unit,
-                description,
-            )
+            counter(f"cache_core.{name}", [on.per_cache(attrgetter(attr))], unit, description)
         )
     return made
