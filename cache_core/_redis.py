@@ -1,14 +1,9 @@
 """RedisCache: the byte cache on redis-py, for ``redis.Redis`` and ``RedisCluster`` clients.
 
-The cache itself checks arguments and keeps the book of writes that failed during an outage;
-the rest lives in its collaborators, each in its own module:
-
-* ``_redis_dispatch.Dispatcher``: the one path every command takes (breakers, cluster and
-  Sentinel routing, error wrapping, the replay of pending deletes);
-* ``_redis_pending.PendingDeletes``: deletes and failed writes owed to Redis after an outage;
-* ``_redis_writes.RedisWrites``: the fenced write paths, single and batched;
-* ``_redis_scan.KeyScanner``: SCAN pages for ``clear`` and ``scan_keys``;
-* ``_connect.connect_url``: the client a URL asks for (``from_url``).
+The cache checks arguments; its collaborators do the rest: ``_redis_dispatch`` (the one path
+every command takes: breakers, routing, errors), ``_redis_pending`` (deletes owed after an
+outage), ``_redis_writes`` (the fenced write paths), ``_redis_reads`` (GET + PTTL),
+``_redis_scan`` (SCAN for ``clear``/``scan_keys``), ``_connect`` (the client of a URL).
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import redis
 from redis.cluster import RedisCluster
 
-from ._breaker import CircuitBreaker, is_outage
+from ._breaker import CircuitBreaker, check_breaker
 from ._connect import Connected, check_client, connect_url
 from ._invalidation import ClusterInvalidationListener, InvalidationListener, listener_for
 from ._node_breaker import node_routing
@@ -29,7 +24,7 @@ from ._redis_keys import check_prefix, escape_glob
 from ._redis_pending import PendingDeletes
 from ._redis_reads import TimedReads
 from ._redis_scan import KeyScanner
-from ._redis_writes import FencedRow, RedisWrites
+from ._redis_writes import RedisWrites
 from ._sentinel import SentinelGuard
 from ._validate import (
     MISSING,
@@ -43,7 +38,7 @@ from ._validate import (
     ttl_ms,
     ttl_seconds,
 )
-from .errors import BackendError, CacheMiss, CircuitOpenError
+from .errors import CacheMiss
 
 if TYPE_CHECKING:
     from ._lease_lock import LeaseLockFactory
@@ -77,10 +72,7 @@ class RedisCache:
     ) -> None:
         check_client(client)
         check_prefix(prefix)
-        if breaker is not None and not isinstance(breaker, CircuitBreaker):
-            raise TypeError(
-                f"breaker must be a CircuitBreaker or None, not {type(breaker).__name__}"
-            )
+        check_breaker(breaker)
         self._client = client
         self._cluster = isinstance(client, RedisCluster)
         self._prefix = prefix
@@ -96,14 +88,14 @@ class RedisCache:
         self._dispatch = Dispatcher(
             breaker=breaker,
             pending=self._pending_deletes,
-            replay=self._replay_deletes,
+            replay=lambda: self._writes.replay_pending(),  # before any command, while owed
             routed=self._cluster,
             router=router,
             nodes=nodes,
             guard=self._guard,
         )
         self._run = self._dispatch.run
-        self._writes = RedisWrites(client, self._kp, self._dispatch)
+        self._writes = RedisWrites(client, self._kp, self._dispatch, self._pending, self._guard)
         self._scanner = KeyScanner(client, self._kp)
         self._timed = TimedReads(client, self._dispatch, self._pending_deletes)
         self._lease_locks: LeaseLockFactory | None = None  # built by lease_locks(), once
@@ -222,9 +214,8 @@ class RedisCache:
 
     def _redis_keys(self, keys: Iterable[str]) -> tuple[list[str], list[str]]:
         """Validate a batch of keys and prefix them."""
-        kp = self._kp
         wanted = check_keys(keys)
-        return wanted, [kp + k for k in wanted] if kp else wanted
+        return wanted, [self._kp + k for k in wanted] if self._kp else wanted
 
     def _px(self, ttl: TTL | None) -> int | None:
         seconds = ttl_seconds(ttl, self._default_ttl)
@@ -290,31 +281,10 @@ class RedisCache:
         """How many times a breaker of this cache opened (summed over nodes on a cluster)."""
         return self._dispatch.breaker_openings
 
-    # -- writes that failed during an outage (see _redis_pending) ------------------------------
-
     @property
     def pending_deletes(self) -> int:
         """Deletes that failed during an outage and will be replayed when Redis answers."""
         return len(self._pending_deletes)
-
-    def _replay_deletes(self) -> None:
-        """The dispatcher's hook: replay the pending deletes (fences dropped too) first."""
-        guard = self._guard
-        unlink = self._writes.unlink_many
-        if guard is not None:  # behind Sentinel: confirmed by the replicas too
-            self._pending.replay(lambda batch: guard.write(unlink, (batch,), {}))
-        else:
-            self._pending.replay(unlink)
-
-    def _on_failed_write(self, exc: BackendError, keys: Iterable[str]) -> None:
-        """A write that may not have reached Redis becomes a remembered invalidation."""
-        if is_outage(exc.__cause__) or isinstance(exc, CircuitOpenError):
-            self._pending.remember(keys)
-
-    def _written(self, keys: Iterable[str], upto: int) -> None:
-        """A write that started at ``upto`` landed: it supersedes the deletes owed before."""
-        if self._pending_deletes:
-            self._pending.forget(keys, upto)
 
     # -- Cache -------------------------------------------------------------------------------
 
@@ -348,13 +318,7 @@ class RedisCache:
         data = check_value(value)
         px = self._px(ttl)
         check_key(key)
-        upto = self._pending.seq
-        try:
-            self._writes.set_one(key, data, px)
-        except BackendError as exc:
-            self._on_failed_write(exc, [key])
-            raise
-        self._written([key], upto)
+        self._writes.set_one(key, data, px)
 
     def redis_fence_key(self, key: str) -> str | None:
         """The Redis key of ``key``'s fence (see ``_fence``), in the value's slot; None on a
@@ -401,15 +365,7 @@ class RedisCache:
         A key without a token in ``tokens`` is not stored. One script per chunk on a single
         server; on a cluster a pipeline of one EVAL per key (redis-py splits it per node).
         """
-        checked = check_entries(entries, self._default_ttl)
-        rows: list[FencedRow] = [
-            (key, value, 0 if seconds is None else ttl_ms(seconds), tokens[key])
-            for key, (value, seconds) in checked.items()
-            if isinstance(tokens.get(key), str)
-        ]
-        if not rows:
-            return frozenset()
-        return self._writes.mset_fenced(rows)
+        return self._writes.mset_fenced(check_entries(entries, self._default_ttl), tokens)
 
     def delete(self, key: str) -> bool:
         """UNLINK the key. If Redis is unreachable the delete is remembered and replayed.
@@ -420,12 +376,7 @@ class RedisCache:
         Redis. Other processes may read the old value until the replay (they cannot be told
         while Redis is down).
         """
-        check_key(key)
-        try:
-            return self._writes.delete_one(key)
-        except BackendError as exc:
-            self._on_failed_write(exc, [key])
-            raise
+        return self._writes.delete_one(check_key(key))
 
     def exists(self, key: str) -> bool:
         rkey = self._kp + check_key(key)
@@ -440,12 +391,7 @@ class RedisCache:
         Prefixes nest like folders: the entries of a cache prefixed ``app:sessions`` are removed
         by ``clear()`` of ``app`` too, but a library key (a ``__cc`` segment) of any cache never.
         """
-        if not self._kp and not self._allow_clear_all:
-            raise ValueError(
-                "clear() on a RedisCache with an empty prefix would remove every key in the "
-                "database; give the cache a prefix or build it with allow_clear_all=True"
-            )
-        match = escape_glob(self._kp) + "*" if self._kp else None
+        match = self._scanner.clear_match(self._allow_clear_all)  # before any I/O
         return self._run("SCAN/UNLINK", self._scanner.unlink_all, match)
 
     def scan_keys(self, match: str = "*") -> Iterator[str]:
@@ -480,30 +426,16 @@ class RedisCache:
     def mset(self, items: Mapping[str, bytes], ttl: TTL | None = None) -> None:
         """``SET [PX]`` per key and drop its fence, in one round trip (see ``_redis_writes``)."""
         px = self._px(ttl)
-        checked = check_items(items)
-        if checked:
-            self._set_many([(k, v, px) for k, v in checked.items()])
+        self._writes.set_many([(k, v, px) for k, v in check_items(items).items()])
 
     def mset_with_ttls(self, entries: Mapping[str, tuple[bytes, TTL | None]]) -> None:
         """Store items that each carry their own TTL, in one round trip (``_redis_writes``)."""
-        checked = check_entries(entries, self._default_ttl)
-        if checked:
-            self._set_many(
-                [
-                    (key, value, None if seconds is None else ttl_ms(seconds))
-                    for key, (value, seconds) in checked.items()
-                ]
-            )
-
-    def _set_many(self, rows: list[tuple[str, bytes, int | None]]) -> None:
-        """Store the rows; a failed batch is remembered as invalidations of its keys."""
-        upto = self._pending.seq
-        try:
-            self._writes.set_many(rows)
-        except BackendError as exc:
-            self._on_failed_write(exc, [r[0] for r in rows])
-            raise
-        self._written([r[0] for r in rows], upto)
+        self._writes.set_many(
+            [
+                (key, value, None if seconds is None else ttl_ms(seconds))
+                for key, (value, seconds) in check_entries(entries, self._default_ttl).items()
+            ]
+        )
 
     def mdelete(self, keys: Iterable[str]) -> int:
         """UNLINK (split per slot on a cluster); returns how many keys existed.
@@ -513,9 +445,4 @@ class RedisCache:
         wanted = list(dict.fromkeys(check_keys(keys)))
         if not wanted:
             return 0
-        try:
-            route = [self._kp + k for k in wanted]
-            return self._dispatch.run_routed("UNLINK", route, self._writes.unlink_many, wanted)
-        except BackendError as exc:
-            self._on_failed_write(exc, wanted)
-            raise
+        return self._writes.delete_many(wanted)

@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 from ._breaker import CircuitBreaker
 from ._fence import FENCE_MARK
 from ._redis_dispatch import REDIS_ERRORS, wrap_redis_error
+from ._redis_keys import escape_glob
 from ._validate import has_segment
 
 __all__ = ["SCAN_COUNT", "KeyScanner"]
@@ -63,6 +64,16 @@ class KeyScanner:
                 page = []
         if page:
             yield page
+
+    def clear_match(self, allow_clear_all: bool) -> str | None:
+        """What ``RedisCache.clear`` scans for: every key under the prefix. An empty prefix
+        would mean the whole database: a ValueError unless ``allow_clear_all``."""
+        if not self.kp and not allow_clear_all:
+            raise ValueError(
+                "clear() on a RedisCache with an empty prefix would remove every key in the "
+                "database; give the cache a prefix or build it with allow_clear_all=True"
+            )
+        return escape_glob(self.kp) + "*" if self.kp else None
 
     def unlink_all(self, match: str | None) -> int:
         """UNLINK every entry matching ``match``, with its fence; the number of entries removed.

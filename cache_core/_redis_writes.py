@@ -6,17 +6,21 @@ parses one command instead of one per key (the warming path). On a cluster the k
 a non-transactional pipeline, which redis-py splits per node keeping each node's commands in
 order; a key's fence shares its slot, so the fence's DEL reaches Redis before the value's write.
 
-``RedisWrites`` takes checked keys and values (``RedisCache`` validates them and keeps the book
-of failed writes); every command goes through the cache's ``Dispatcher``.
+``RedisWrites`` takes checked keys and values (``RedisCache`` validates them); every command
+goes through the cache's ``Dispatcher``. A write or delete that fails because Redis is
+unreachable is remembered in the cache's ``PendingDeletes`` (its error is still raised) and
+replayed before the next command; a write that lands supersedes the deletes owed before it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
 
 import redis
 from redis.cluster import RedisCluster
 
+from ._breaker import is_outage
 from ._fence import (
     DELETE_FENCED,
     FENCE_TTL_MS,
@@ -28,6 +32,10 @@ from ._fence import (
 )
 from ._redis_dispatch import Dispatcher
 from ._redis_keys import fence_shares_slot
+from ._redis_pending import PendingDeletes
+from ._sentinel import SentinelGuard
+from ._validate import ttl_ms
+from .errors import BackendError, CircuitOpenError
 
 __all__ = ["CHUNK", "FencedRow", "RedisWrites", "Row"]
 
@@ -38,16 +46,26 @@ CHUNK: Final = 1000
 Row = tuple[str, bytes, int | None]
 #: (key, value, PX milliseconds or 0, fence token)
 FencedRow = tuple[str, bytes, int, str]
+_R = TypeVar("_R")
 
 
 class RedisWrites:
     """The fenced write paths of one cache: its client, key prefix ``kp`` and dispatcher."""
 
-    def __init__(self, client: redis.Redis | RedisCluster, kp: str, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        client: redis.Redis | RedisCluster,
+        kp: str,
+        dispatcher: Dispatcher,
+        pending: PendingDeletes,
+        guard: SentinelGuard | None = None,
+    ) -> None:
         self.client = client
         self.kp = kp
         self.cluster = isinstance(client, RedisCluster)
         self.dispatcher = dispatcher
+        self.pending = pending
+        self.guard = guard
         self._take_fence = client.register_script(TAKE_FENCE)
         self._delete_fenced = client.register_script(DELETE_FENCED)
         self._set_many_fenced = client.register_script(SET_MANY_FENCED)
@@ -60,10 +78,58 @@ class RedisWrites:
             return None
         return fence_key(self.kp, key)
 
-    # -- one key -----------------------------------------------------------------------------
+    # -- writes that fail during an outage (see _redis_pending) --------------------------------
+
+    def _tracked(
+        self, keys: list[str], supersedes: bool, write: Callable[..., _R], *args: Any
+    ) -> _R:
+        """``write(*args)``; an outage makes ``keys`` owed deletes, and a write that lands
+        (``supersedes``) cancels the deletes of ``keys`` owed before it started."""
+        pending = self.pending
+        upto = pending.seq
+        try:
+            result = write(*args)
+        except BackendError as exc:
+            if is_outage(exc.__cause__) or isinstance(exc, CircuitOpenError):
+                pending.remember(keys)
+            raise
+        if supersedes and pending.keys:
+            pending.forget(keys, upto)
+        return result
+
+    def replay_pending(self) -> None:
+        """The dispatcher's hook: UNLINK the owed keys (fences dropped too), then forget them."""
+        guard = self.guard
+        unlink = self.unlink_many
+        if guard is not None:  # behind Sentinel: confirmed by the replicas too
+            self.pending.replay(lambda batch: guard.write(unlink, (batch,), {}))
+        else:
+            self.pending.replay(unlink)
 
     def set_one(self, key: str, data: bytes, px: int | None) -> None:
         """SET the value and drop the key's fence, atomically (a Lua script)."""
+        self._tracked([key], True, self._set_one, key, data, px)
+
+    def set_many(self, rows: list[Row]) -> None:
+        """SET each row and drop its fence, in one round trip per chunk (or per node)."""
+        if rows:
+            self._tracked([r[0] for r in rows], True, self._set_many, rows)
+
+    def delete_one(self, key: str) -> bool:
+        """UNLINK the value and DEL its fence; whether the value existed."""
+        return self._tracked([key], False, self._delete_one, key)
+
+    def delete_many(self, keys: list[str]) -> int:
+        """UNLINK distinct keys with their fences (split per slot); how many existed."""
+        return self._tracked(keys, False, self._delete_many, keys)
+
+    # -- one key -----------------------------------------------------------------------------
+
+    def _delete_many(self, keys: list[str]) -> int:
+        route = [self.kp + k for k in keys]
+        return self.dispatcher.run_routed("UNLINK", route, self.unlink_many, keys)
+
+    def _set_one(self, key: str, data: bytes, px: int | None) -> None:
         rkey = self.kp + key
         fence = self.fence_key(key)
         run = self.dispatcher.run
@@ -72,8 +138,7 @@ class RedisWrites:
         else:
             run("SET", self.client.set, rkey, data, px=px)
 
-    def delete_one(self, key: str) -> bool:
-        """UNLINK the value and DEL its fence; whether the value existed."""
+    def _delete_one(self, key: str) -> bool:
         rkey = self.kp + key
         fence = self.fence_key(key)
         run = self.dispatcher.run
@@ -100,8 +165,7 @@ class RedisWrites:
 
     # -- batches -----------------------------------------------------------------------------
 
-    def set_many(self, rows: list[Row]) -> None:
-        """SET each row and drop its fence, in one round trip per chunk (or per node)."""
+    def _set_many(self, rows: list[Row]) -> None:
         kp = self.kp
         if self.cluster:
 
@@ -183,12 +247,22 @@ class RedisWrites:
             tokens[key] = token.decode() if isinstance(token, bytes) else None
         return tokens
 
-    def mset_fenced(self, rows: list[FencedRow]) -> frozenset[str]:
-        """Store each row only if its fence still holds its token; the keys stored.
+    def mset_fenced(
+        self, entries: Mapping[str, tuple[bytes, float | None]], tokens: Mapping[str, str]
+    ) -> frozenset[str]:
+        """Store checked entries, each only if its fence still holds its token in ``tokens``
+        (no token: not stored); the keys stored.
 
         One script per chunk on a single server; on a cluster a pipeline of one EVAL per key
         (redis-py splits it per node).
         """
+        rows: list[FencedRow] = [
+            (key, value, 0 if seconds is None else ttl_ms(seconds), tokens[key])
+            for key, (value, seconds) in entries.items()
+            if isinstance(tokens.get(key), str)
+        ]
+        if not rows:
+            return frozenset()
         kp = self.kp
         return frozenset(
             self.dispatcher.run_routed("SET", [kp + r[0] for r in rows], self._store, rows)
