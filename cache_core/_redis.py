@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import redis
 from redis.cluster import RedisCluster
@@ -18,6 +18,7 @@ from redis.cluster import RedisCluster
 from ._breaker import CircuitBreaker, check_breaker
 from ._connect import Connected, check_client, connect_url
 from ._invalidation import ClusterInvalidationListener, InvalidationListener, listener_for
+from ._lease_lock import LeaseLockFactory
 from ._node_breaker import node_routing
 from ._redis_dispatch import REDIS_ERRORS, Dispatcher, wrap_redis_error
 from ._redis_keys import check_prefix, escape_glob
@@ -39,9 +40,6 @@ from ._validate import (
     ttl_seconds,
 )
 from .errors import CacheMiss
-
-if TYPE_CHECKING:
-    from ._lease_lock import LeaseLockFactory
 
 __all__ = ["REDIS_ERRORS", "RESERVED_MARK", "RedisCache", "escape_glob", "wrap_redis_error"]
 
@@ -181,8 +179,6 @@ class RedisCache:
         use: a cache whose readers never take a lease registers none of its scripts."""
         locks = self._lease_locks
         if locks is None:
-            from ._lease_lock import LeaseLockFactory  # only when a lease is wanted
-
             with self._pending.lock():
                 locks = self._lease_locks
                 if locks is None:
