@@ -96,6 +96,7 @@ class InvalidationListener(SinkHub):
         self.messages = 0  # invalidation messages received, for tests and metrics
         self.connects = 0  # successful subscriptions
         super().__init__(prefix, health_interval)
+        after_fork_in_child(self._after_fork_in_child)
 
     def remove(self, sink: InvalidationSink) -> None:
         """Unsubscribe; the thread ends (and its connection closes) when no sink is left."""
@@ -120,8 +121,7 @@ class InvalidationListener(SinkHub):
             thread.join(timeout)
 
     def _after_fork_in_child(self) -> None:
-        # The thread is gone; the connection's socket is the parent's. Drop both, untouched.
-        super()._after_fork_in_child()
+        # The thread is gone (SinkHub); the connection's socket is the parent's: drop it, untouched.
         self._conn = None
 
     # -- the thread --------------------------------------------------------------------------
@@ -255,6 +255,7 @@ class ClusterInvalidationListener(SinkHub):
         self._nodes: dict[tuple[str, int], InvalidationListener] = {}
         self.topology_changes = 0
         super().__init__(prefix, health_interval)
+        after_fork_in_child(self._after_fork_in_child)
 
     @property
     def messages(self) -> int:
@@ -275,7 +276,6 @@ class ClusterInvalidationListener(SinkHub):
             thread.join(timeout)
 
     def _after_fork_in_child(self) -> None:
-        super()._after_fork_in_child()
         self._topology = None
         self._nodes = {}  # each node listener resets itself; these are the parent's
 

@@ -48,7 +48,7 @@ class SinkHub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._connected = False
-        after_fork_in_child(self._after_fork_in_child)
+        after_fork_in_child(self._reset_after_fork)  # a subclass registers its own reset too
 
     def __repr__(self) -> str:
         state = "connected" if self._connected else "disconnected"
@@ -59,7 +59,7 @@ class SinkHub:
         """True while every write under the prefix is heard."""
         return self._connected
 
-    def _after_fork_in_child(self) -> None:
+    def _reset_after_fork(self) -> None:
         # The thread is gone; whatever it held belongs to the parent.
         self._lock = threading.Lock()
         self._announcing = threading.Lock()

@@ -33,22 +33,17 @@ KNOWN_PRIVATE_READS: dict[str, int] = {
     "_bloom_python.py": 2,
     "_bloom_share.py": 6,
     "_codec.py": 1,
-    "_lease_lock.py": 5,
     "_memoize.py": 1,
     "_metrics.py": 3,
     "_protected.py": 9,
-    "_redis.py": 4,
 }
 KNOWN_CONCRETE_IMPORTS: set[str] = {"_typed"}
 KNOWN_LONG: set[str] = {
     "_bloom_share.py",
     "_codec.py",
     "_inspect.py",
-    "_invalidation.py",
     "_keys.py",
     "_memoize.py",
-    "_multilevel.py",
-    "_redis.py",
     "_typed.py",
     "_urls.py",
     "contrib/_store.py",
