@@ -56,6 +56,7 @@ class RedisCache:
     ``breaker``: a ``CircuitBreaker`` that every command goes through (``from_url`` builds one
     by default; for a client you pass in, give one explicitly). While it is open, calls raise
     ``CircuitOpenError`` (a ``BackendError``) at once instead of waiting for timeouts.
+    (``_connected`` is ``from_url``'s: the client it built, which the cache then owns.)
     """
 
     def __init__(
@@ -320,7 +321,7 @@ class RedisCache:
         """The Redis key of ``key``'s fence (see ``_fence``), in the value's slot; None on a
         cluster when the key's braces are not a hash tag (it is then stored unfenced). A script
         that writes ``key`` outside this class drops this key too."""
-        return self._writes.fence_key(key)
+        return self._writes.fence_of(key)
 
     # -- fences: stores of loaded values that lose to writes (see _fence) ----------------------
 

@@ -71,7 +71,7 @@ class RedisWrites:
         self._set_many_fenced = client.register_script(SET_MANY_FENCED)
         self._set_many_if_fence = client.register_script(SET_MANY_IF_FENCE)
 
-    def fence_key(self, key: str) -> str | None:
+    def fence_of(self, key: str) -> str | None:
         """The Redis key of ``key``'s fence, in the value's slot; None on a cluster when the
         key's braces are not a hash tag (it is then stored unfenced)."""
         if self.cluster and not fence_shares_slot(self.kp + key):
@@ -131,7 +131,7 @@ class RedisWrites:
 
     def _set_one(self, key: str, data: bytes, px: int | None) -> None:
         rkey = self.kp + key
-        fence = self.fence_key(key)
+        fence = self.fence_of(key)
         run = self.dispatcher.run
         if fence is not None:
             run("SET", self._set_many_fenced, [rkey, fence], [data, px or 0])
@@ -140,7 +140,7 @@ class RedisWrites:
 
     def _delete_one(self, key: str) -> bool:
         rkey = self.kp + key
-        fence = self.fence_key(key)
+        fence = self.fence_of(key)
         run = self.dispatcher.run
         if fence is not None:
             return bool(run("UNLINK", self._delete_fenced, [rkey, fence]))
@@ -148,7 +148,7 @@ class RedisWrites:
 
     def fence(self, key: str) -> str | None:
         """Take the fence token of ``key`` (None: the key cannot be fenced)."""
-        fence = self.fence_key(key)
+        fence = self.fence_of(key)
         if fence is None:
             return None
         (token,) = self.dispatcher.run(
@@ -222,7 +222,7 @@ class RedisWrites:
         One script per chunk on a single server (the warmer's path); on a cluster the fences
         span slots: a pipeline of SET NX + GET per key, which redis-py splits per node.
         """
-        fenced = [k for k in keys if self.fence_key(k) is not None]
+        fenced = [k for k in keys if self.fence_of(k) is not None]
         route = [fence_key(self.kp, k) for k in fenced]
         found: list[Any] = []
         if fenced and self.cluster:
