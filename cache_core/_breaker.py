@@ -49,9 +49,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._fork import after_fork_in_child
 from ._metrics import REGISTRY, BreakerStats
+from ._validate import check_callable, check_int, check_number
 from .errors import BackendError, CircuitOpenError
 
-__all__ = ["CircuitBreaker", "is_outage", "is_routing", "is_timeout", "is_unreachable"]
+__all__ = [
+    "CircuitBreaker",
+    "check_breaker",
+    "is_outage",
+    "is_routing",
+    "is_timeout",
+    "is_unreachable",
+]
 
 log = logging.getLogger("cache_core.breaker")
 
@@ -104,6 +112,13 @@ def is_unreachable(exc: BackendError) -> bool:
     return is_outage(cause) and not isinstance(cause, MaxConnectionsError)
 
 
+def check_breaker(value: object, name: str = "breaker") -> CircuitBreaker | None:
+    """``value`` if it is a ``CircuitBreaker`` or None, else TypeError naming ``name``."""
+    if value is not None and not isinstance(value, CircuitBreaker):
+        raise TypeError(f"{name} must be a CircuitBreaker or None, not {type(value).__name__}")
+    return value
+
+
 class CircuitBreaker:
     """Consecutive-failure circuit breaker with a single half-open probe.
 
@@ -122,26 +137,11 @@ class CircuitBreaker:
         random: Callable[[], float] = _random.random,
         name: str = "redis",
     ) -> None:
-        if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int):
-            raise TypeError(
-                f"failure_threshold must be an int, not {type(failure_threshold).__name__}"
-            )
-        if failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold}")
-        if isinstance(reset_timeout, bool) or not isinstance(reset_timeout, int | float):
-            raise TypeError(f"reset_timeout must be a number, not {type(reset_timeout).__name__}")
-        if not 0 < reset_timeout < float("inf"):
-            raise ValueError(f"reset_timeout must be a finite number > 0, got {reset_timeout!r}")
-        if isinstance(timeout_threshold, bool) or not isinstance(timeout_threshold, int):
-            raise TypeError(
-                f"timeout_threshold must be an int, not {type(timeout_threshold).__name__}"
-            )
-        if timeout_threshold < 1:
-            raise ValueError(f"timeout_threshold must be >= 1, got {timeout_threshold}")
-        if not callable(clock):
-            raise TypeError(f"clock must be callable, not {type(clock).__name__}")
-        if not callable(random):
-            raise TypeError(f"random must be callable, not {type(random).__name__}")
+        check_int(failure_threshold, "failure_threshold", minimum=1)
+        check_number(reset_timeout, "reset_timeout", positive=True)
+        check_int(timeout_threshold, "timeout_threshold", minimum=1)
+        check_callable(clock, "clock")
+        check_callable(random, "random")
         self.failure_threshold = failure_threshold
         self.reset_timeout = float(reset_timeout)
         self.timeout_threshold = timeout_threshold

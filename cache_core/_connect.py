@@ -16,9 +16,10 @@ plain client is built:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
     AuthenticationError,
@@ -29,14 +30,82 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from ._redis_dispatch import REDIS_ERRORS, wrap_redis_error
 from ._sentinel import PinningSentinelPool, SentinelGuard
-from ._urls import Target
+from ._urls import Target, parse_url
 
-__all__ = ["build_client", "check_server"]
+__all__ = [
+    "FROM_URL_DEFAULTS",
+    "Connected",
+    "build_client",
+    "check_client",
+    "check_server",
+    "connect_url",
+]
 
 log = logging.getLogger("cache_core")
+
+#: Client settings used by ``RedisCache.from_url``: redis-py's defaults (5 s timeouts, 3 retries
+#: with backoff) turn one call against a dead Redis into seconds. One retry, on connection errors
+#: only, lets a pooled connection that a server restart broke reconnect transparently; a timeout
+#: is not retried, so a paused server costs one ``socket_timeout``.
+FROM_URL_DEFAULTS: Final[dict[str, Any]] = {
+    "socket_timeout": 0.25,
+    "socket_connect_timeout": 0.25,
+}
+
+
+class Connected(NamedTuple):
+    """What ``connect_url`` built: the client, the Sentinel guard (if any), and where it
+    points (host and port, credentials left out: for the default breaker's name)."""
+
+    client: redis.Redis | RedisCluster
+    guard: SentinelGuard | None
+    where: str
+
+
+def check_client(client: object) -> redis.Redis | RedisCluster:
+    """``client`` if a byte cache can use it, else TypeError / ValueError naming ``client``."""
+    if not isinstance(client, redis.Redis | RedisCluster):
+        raise TypeError(
+            f"client must be a redis.Redis or redis.cluster.RedisCluster, "
+            f"not {type(client).__name__}"
+        )
+    if client.get_connection_kwargs().get("decode_responses"):
+        raise ValueError(
+            "client must be built with decode_responses=False: cached values are bytes"
+        )
+    return client
+
+
+def connect_url(url: str, *, cluster: bool, client_kwargs: dict[str, Any]) -> Connected:
+    """The client for a URL (see ``RedisCache.from_url``), the caller's keywords over ours.
+
+    A bad URL or a misconfiguration is a ``ValueError``; a Redis error while connecting (the
+    cluster's seeds) a ``BackendError``.
+    """
+    target = parse_url(url)
+    if cluster and target.kind == "sentinel":
+        raise ValueError("cluster=True does not go with a redis+sentinel:// URL")
+    if cluster and target.kind == "redis":
+        scheme, rest = url.split("://", 1)
+        if scheme.lower() == "unix":
+            raise ValueError("cluster=True needs a redis:// or rediss:// URL, not unix://")
+        target = parse_url(f"{scheme}+cluster://{rest}")
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    kwargs: dict[str, Any] = {**FROM_URL_DEFAULTS, "retry": retry}
+    kwargs.update(client_kwargs)
+    try:
+        client, guard = build_client(target, kwargs)
+    except ValueError:
+        raise
+    except REDIS_ERRORS as exc:
+        raise wrap_redis_error("connect", exc) from exc
+    where = target.display.rsplit("@", 1)[-1].split("://", 1)[-1]
+    return Connected(client, guard, where)
 
 
 def build_client(

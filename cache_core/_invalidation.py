@@ -39,11 +39,12 @@ import logging
 import threading
 import time
 import weakref
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import redis
 
 from ._fork import after_fork_in_child
+from ._invalidation_hub import InvalidationSink, SinkHub, log
 from ._validate import has_segment
 
 __all__ = [
@@ -53,24 +54,16 @@ __all__ = [
     "listener_for",
 ]
 
-log = logging.getLogger("cache_core.invalidation")
-
 CHANNEL: Final = b"__redis__:invalidate"
 _BACKOFF_MIN: Final = 0.05
 _BACKOFF_MAX: Final = 1.0
-
-
-class InvalidationSink(Protocol):
-    def invalidation_state(self, connected: bool) -> None: ...
-
-    def invalidate(self, keys: list[str] | None) -> None: ...
 
 
 class _Dead(Exception):
     """The listener's connection stopped answering its pings."""
 
 
-class InvalidationListener:
+class InvalidationListener(SinkHub):
     """Hears every write under ``prefix`` on one Redis server and tells the subscribed sinks.
 
     Built by ``listener_for`` (one per client and prefix). Keys handed to sinks have the
@@ -98,46 +91,12 @@ class InvalidationListener:
             kwargs["socket_connect_timeout"] = 1.0
         self._kwargs = kwargs
         self._connection_class = connection_class
-        self.prefix = prefix
         self._bprefix = prefix.encode()
-        self.health_interval = float(health_interval)
-        self._sinks: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        # Held while a state change is announced, and while a new sink learns the state: a
-        # sink never hears "connected" and then, late, the "disconnected" that preceded it.
-        self._announcing = threading.Lock()
-        self._up = threading.Event()  # set once the sinks were told "connected"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._connected = False
         self._conn: Any = None
         self.messages = 0  # invalidation messages received, for tests and metrics
         self.connects = 0  # successful subscriptions
+        super().__init__(prefix, health_interval)
         after_fork_in_child(self._after_fork_in_child)
-
-    def __repr__(self) -> str:
-        state = "connected" if self._connected else "disconnected"
-        return f"<InvalidationListener prefix={self.prefix!r} {state}>"
-
-    @property
-    def connected(self) -> bool:
-        """True while subscribed with tracking on: every write under the prefix is heard."""
-        return self._connected
-
-    # -- sinks -----------------------------------------------------------------------------
-
-    def add(self, sink: InvalidationSink) -> None:
-        """Subscribe ``sink`` (held weakly) and start the listener thread if it is not running."""
-        with self._announcing:
-            with self._lock:
-                self._sinks.add(sink)
-                connected = self._connected
-            sink.invalidation_state(connected)
-        self.ensure_running()
-
-    def wait_connected(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds until the sinks were told "connected"."""
-        return self._up.wait(timeout)
 
     def remove(self, sink: InvalidationSink) -> None:
         """Unsubscribe; the thread ends (and its connection closes) when no sink is left."""
@@ -151,18 +110,6 @@ class InvalidationListener:
         if conn is not None:
             self._disconnect(conn)  # wakes the thread out of its read
 
-    def ensure_running(self) -> None:
-        """Start the thread if there are sinks and none runs (first use, or after a fork)."""
-        with self._lock:
-            if (self._thread is not None and self._thread.is_alive()) or not self._sinks:
-                return
-            self._stop = threading.Event()
-            self._thread = threading.Thread(
-                target=self._run, args=(self._stop,), name=f"cache_core-invalidation-{self.prefix}",
-                daemon=True,
-            )  # fmt: skip
-            self._thread.start()
-
     def close(self, timeout: float = 2.0) -> None:
         """Stop the thread and close the connection; sinks are told "not connected"."""
         with self._lock:
@@ -174,42 +121,10 @@ class InvalidationListener:
             thread.join(timeout)
 
     def _after_fork_in_child(self) -> None:
-        # The thread is gone; the connection's socket is the parent's. Drop both, untouched.
-        self._lock = threading.Lock()
-        self._announcing = threading.Lock()
-        self._up = threading.Event()
-        self._stop = threading.Event()
-        self._thread = None
+        # The thread is gone (SinkHub); the connection's socket is the parent's: drop it, untouched.
         self._conn = None
-        self._connected = False
 
     # -- the thread --------------------------------------------------------------------------
-
-    def _announce_state(self, connected: bool) -> None:
-        with self._announcing:
-            with self._lock:
-                if self._connected == connected:
-                    return
-                self._connected = connected
-                sinks = list(self._sinks)
-            if not connected:
-                self._up.clear()
-            for sink in sinks:
-                try:
-                    sink.invalidation_state(connected)
-                except Exception:
-                    log.exception("cache_core: invalidation sink %r failed", sink)
-            if connected:
-                self._up.set()
-
-    def _dispatch(self, keys: list[str] | None) -> None:
-        with self._lock:
-            sinks = list(self._sinks)
-        for sink in sinks:
-            try:
-                sink.invalidate(keys)
-            except Exception:
-                log.exception("cache_core: invalidation sink %r failed", sink)
 
     def _run(self, stop: threading.Event) -> None:
         backoff = 0.0
@@ -250,9 +165,8 @@ class InvalidationListener:
                         self._conn = None
                 if conn is not None:
                     self._disconnect(conn)
-            with self._lock:
-                if not self._sinks:
-                    break
+            if not self._has_sinks():
+                break
             stop.wait(backoff)
             backoff = min(max(backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
 
@@ -323,7 +237,7 @@ class InvalidationListener:
             log.debug("cache_core: closing the invalidation connection failed", exc_info=True)
 
 
-class ClusterInvalidationListener:
+class ClusterInvalidationListener(SinkHub):
     """One ``InvalidationListener`` per primary of a Redis Cluster, seen by sinks as one.
 
     "Connected" means: every primary of the current topology has a subscribed listener. A
@@ -333,44 +247,19 @@ class ClusterInvalidationListener:
     follow the new primaries, and "connected" comes back once all of them are subscribed.
     """
 
+    thread_name = "cache_core-cluster-invalidation"
+
     def __init__(self, client: Any, prefix: str, *, health_interval: float = 1.0) -> None:
         self._client = client
-        self.prefix = prefix
-        self.health_interval = float(health_interval)
-        self._sinks: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._announcing = threading.Lock()
-        self._up = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._connected = False
         self._topology: list[Any] | None = None
         self._nodes: dict[tuple[str, int], InvalidationListener] = {}
         self.topology_changes = 0
+        super().__init__(prefix, health_interval)
         after_fork_in_child(self._after_fork_in_child)
-
-    def __repr__(self) -> str:
-        state = "connected" if self._connected else "disconnected"
-        return f"<ClusterInvalidationListener prefix={self.prefix!r} {state}>"
-
-    @property
-    def connected(self) -> bool:
-        return self._connected
 
     @property
     def messages(self) -> int:
         return sum(n.messages for n in list(self._nodes.values()))
-
-    def add(self, sink: InvalidationSink) -> None:
-        with self._announcing:
-            with self._lock:
-                self._sinks.add(sink)
-                connected = self._connected
-            sink.invalidation_state(connected)
-        self.ensure_running()
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self._up.wait(timeout)
 
     def remove(self, sink: InvalidationSink) -> None:
         with self._lock:
@@ -378,17 +267,6 @@ class ClusterInvalidationListener:
             last = not self._sinks
         if last:
             self.close()
-
-    def ensure_running(self) -> None:
-        with self._lock:
-            if (self._thread is not None and self._thread.is_alive()) or not self._sinks:
-                return
-            self._stop = threading.Event()
-            self._thread = threading.Thread(
-                target=self._supervise, args=(self._stop,), daemon=True,
-                name=f"cache_core-cluster-invalidation-{self.prefix}",
-            )  # fmt: skip
-            self._thread.start()
 
     def close(self, timeout: float = 2.0) -> None:
         with self._lock:
@@ -398,12 +276,6 @@ class ClusterInvalidationListener:
             thread.join(timeout)
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
-        self._announcing = threading.Lock()
-        self._up = threading.Event()
-        self._stop = threading.Event()
-        self._thread = None
-        self._connected = False
         self._topology = None
         self._nodes = {}  # each node listener resets itself; these are the parent's
 
@@ -413,36 +285,13 @@ class ClusterInvalidationListener:
         self._recompute()
 
     def invalidate(self, keys: list[str] | None) -> None:
-        with self._lock:
-            sinks = list(self._sinks)
-        for sink in sinks:
-            try:
-                sink.invalidate(keys)
-            except Exception:
-                log.exception("cache_core: invalidation sink %r failed", sink)
+        self._dispatch(keys)
 
     def _recompute(self) -> None:
         with self._lock:
             nodes = list(self._nodes.values())
             ok = self._topology is not None and bool(nodes) and not self._stop.is_set()
         self._announce_state(ok and all(n.connected for n in nodes))
-
-    def _announce_state(self, connected: bool) -> None:
-        with self._announcing:
-            with self._lock:
-                if self._connected == connected:
-                    return
-                self._connected = connected
-                sinks = list(self._sinks)
-            if not connected:
-                self._up.clear()
-            for sink in sinks:
-                try:
-                    sink.invalidation_state(connected)
-                except Exception:
-                    log.exception("cache_core: invalidation sink %r failed", sink)
-            if connected:
-                self._up.set()
 
     # -- the supervisor ----------------------------------------------------------------------
 
@@ -471,15 +320,14 @@ class ClusterInvalidationListener:
         kwargs.update(host=host, port=port)
         return InvalidationListener(kwargs, cls, self.prefix, health_interval=self.health_interval)
 
-    def _supervise(self, stop: threading.Event) -> None:
+    def _run(self, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
                 topology = self._read_topology()
                 if topology is not None and topology != self._topology:
                     self._follow(topology)
-                with self._lock:
-                    if not self._sinks:
-                        break
+                if not self._has_sinks():
+                    break
                 stop.wait(self.health_interval)
         finally:
             with self._lock:

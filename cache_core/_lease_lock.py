@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
+import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._redis import RedisCache
 from ._redis_keys import slot_tag
 from .errors import BackendError
 
-__all__ = ["LeaseLock", "LeaseLockFactory", "stamped_token"]
+__all__ = ["LeaseLock", "LeaseLockFactory", "RedisCommands", "stamped_token"]
 
+_R = TypeVar("_R")
 # KEYS[1] lock, KEYS[2] wake-up list, KEYS[3] follower count; ARGV[1] token, ARGV[2] lease ms
 _ACQUIRE: Final = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -82,15 +85,32 @@ def stamped_token() -> str:
     return f"{int(time.time() * 1000):x}-{secrets.token_hex(12)}"
 
 
+@runtime_checkable
+class RedisCommands(Protocol):
+    """What the lease locks need of the cache they serve (``RedisCache``): its client, its key
+    prefix, and the path its commands take (breaker, routing, ``BackendError``)."""
+
+    @property
+    def client(self) -> redis.Redis | RedisCluster: ...
+
+    @property
+    def redis_key_prefix(self) -> str: ...
+
+    def run(self, op: str, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R: ...
+
+    def run_blocking(self, op: str, fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R: ...
+
+
 class LeaseLockFactory:
     """Builds lease locks for the keys of one RedisCache (its client, its prefix, its breaker).
 
     Every command goes through ``RedisCache.run``: errors arrive as ``BackendError`` and an
-    open circuit breaker stops lock traffic too.
+    open circuit breaker stops lock traffic too. The locks it builds call its command methods
+    (``acquire``, ``release``, ``extend``, ``follow``, ``exists``, ``block``).
     """
 
-    def __init__(self, cache: RedisCache) -> None:
-        if not isinstance(cache, RedisCache):
+    def __init__(self, cache: RedisCommands) -> None:
+        if not isinstance(cache, RedisCommands):
             raise TypeError(f"cache must be a RedisCache, not {type(cache).__name__}")
         client: Any = cache.client
         self.cache = cache
@@ -106,6 +126,11 @@ class LeaseLockFactory:
         # much, plus a margin, below the socket timeout.
         self._max_block = 1.0 if timeout is None else max(0.01, float(timeout) - 0.15)
 
+    @property
+    def max_block(self) -> float:
+        """The longest single BLPOP, in seconds: well inside the client's socket timeout."""
+        return self._max_block
+
     def lock(self, key: str, lease: float) -> LeaseLock:
         # The tag puts the lock in the value's slot; the key itself keeps locks of different
         # keys apart even when they share a tag (a prefix like "{app}", keys like "x{7}").
@@ -118,6 +143,46 @@ class LeaseLockFactory:
             f"{kp}{_WAITERS_MARK}{{{tag}}}:{key}",
             lease,
         )
+
+    # -- the commands of a lock: ``keys`` are its (lock, done list, waiters count) --------------
+
+    def acquire(self, keys: list[str], token: str, lease_ms: int) -> bool:
+        """Take the lock with ``token`` for ``lease_ms`` if it is free (and reset the round)."""
+        return bool(self.cache.run("lock acquire", self._acquire, keys, [token, lease_ms]))
+
+    def release(self, keys: list[str], token: str, lease_ms: int) -> bool:
+        """Delete the lock if ``token`` still holds it, and wake the followers."""
+        return bool(self.cache.run("lock release", self._release, keys, [token, lease_ms]))
+
+    def extend(self, lock_key: str, token: str, lease_ms: int) -> bool:
+        """Push the lease out to ``lease_ms`` from now if ``token`` still holds the lock."""
+        return bool(self.cache.run("lock extend", self._extend, [lock_key], [token, lease_ms]))
+
+    def follow(self, keys: list[str], lease_ms: int) -> bool:
+        """Register as a follower; whether the lock is still held (else: look again now)."""
+        return bool(self.cache.run("lock follow", self._follow, keys, [lease_ms]))
+
+    def exists(self, lock_key: str) -> bool:
+        """Whether the lock is held by anyone."""
+        return bool(self.cache.run("lock exists", self.client.exists, lock_key))
+
+    def block(self, done_key: str, timeout: float) -> bool:
+        """One BLPOP on the wake-up list, for at most ``min(timeout, max_block)`` seconds;
+        whether a release woke us. A late answer past the socket timeout (a late tick on a very
+        short ``socket_timeout``: the connection was dropped) is a plain "not woken"."""
+        try:
+            return bool(
+                self.cache.run_blocking(
+                    "lock wait",
+                    self.client.blpop,
+                    [done_key],
+                    timeout=min(timeout, self._max_block),
+                )
+            )
+        except BackendError as exc:
+            if not isinstance(exc.__cause__, RedisTimeoutError):
+                raise
+            return False
 
 
 class LeaseLock:
@@ -144,50 +209,37 @@ class LeaseLock:
     def _lease_ms(self) -> int:
         return max(1, int(self.lease * 1000))
 
+    @property
+    def _keys(self) -> list[str]:
+        return [self.lock_key, self.done_key, self.waiters_key]
+
     def try_acquire(self) -> bool:
         self.token = stamped_token()  # the acquire time, for inspect (issue 17)
-        f = self.factory
-        keys = [self.lock_key, self.done_key, self.waiters_key]
-        return bool(f.cache.run("lock acquire", f._acquire, keys, [self.token, self._lease_ms]))
+        return self.factory.acquire(self._keys, self.token, self._lease_ms)
 
     def release(self) -> bool:
         """Delete the lock if it is still ours, and wake the followers; False if it was not."""
-        f = self.factory
-        keys = [self.lock_key, self.done_key, self.waiters_key]
-        return bool(f.cache.run("lock release", f._release, keys, [self.token, self._lease_ms]))
+        return self.factory.release(self._keys, self.token, self._lease_ms)
 
     def extend(self, lease: float | None = None) -> bool:
         """Push the lease out to ``lease`` seconds from now, if the lock is still ours."""
         ms = self._lease_ms if lease is None else max(1, int(lease * 1000))
-        f = self.factory
-        return bool(f.cache.run("lock extend", f._extend, [self.lock_key], [self.token, ms]))
+        return self.factory.extend(self.lock_key, self.token, ms)
 
     def is_locked(self) -> bool:
-        f = self.factory
-        return bool(f.cache.run("lock exists", f.client.exists, self.lock_key))
+        return self.factory.exists(self.lock_key)
 
     def wait(self, timeout: float) -> bool:
         """Block until the holder releases (True) or ``timeout`` seconds pass (False)."""
         deadline = time.monotonic() + timeout
-        f = self.factory
-        keys = [self.lock_key, self.done_key, self.waiters_key]
-        if not f.cache.run("lock follow", f._follow, keys, [self._lease_ms]):
+        if not self.factory.follow(self._keys, self._lease_ms):
             return True  # released (or expired) before we registered: look again now
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             # Short BLPOPs: redis-py must not hit its socket timeout while we block.
-            block = min(left, f._max_block)
-            try:
-                if f.cache.run_blocking(
-                    "lock wait", f.client.blpop, [self.done_key], timeout=block
-                ):
-                    return True
-            except BackendError as exc:
-                if not isinstance(exc.__cause__, RedisTimeoutError):
-                    raise
-                # Redis answered the BLPOP after the socket timeout (a late tick on a very
-                # short socket_timeout): the connection was dropped; look again.
+            if self.factory.block(self.done_key, left):
+                return True
             if not self.is_locked():
                 return True  # the holder's lease ran out without a release: look again

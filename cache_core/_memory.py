@@ -16,7 +16,9 @@ from ._fork import after_fork_in_child
 from ._validate import (
     MISSING,
     TTL,
+    check_callable,
     check_entries,
+    check_int,
     check_items,
     check_key,
     check_keys,
@@ -52,12 +54,8 @@ class MemoryCache:
         default_ttl: TTL | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not isinstance(maxsize, int) or isinstance(maxsize, bool):
-            raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
-        if maxsize <= 0:
-            raise ValueError(f"maxsize must be > 0, got {maxsize!r}")
-        if not callable(timer):
-            raise TypeError(f"timer must be callable, not {type(timer).__name__}")
+        check_int(maxsize, "maxsize", minimum=1)
+        check_callable(timer, "timer")
         self._maxsize = maxsize
         self._default_ttl = ttl_seconds(default_ttl, None, "default_ttl")
         self._timer = timer

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ._fork import after_fork_in_child
-from ._metrics import CacheMetrics, StatsView, derive
-from ._protocols import KeyLister, LeaseLockSource
+from ._l1_coherence import ByteCache, L1Coherence, l2_reader
+from ._metrics import CacheMetrics
+from ._multilevel_stats import MultiLevelStats, count, default_name, multilevel_stats
+from ._protocols import Cache, KeyLister, LeaseLockSource
 from ._validate import (
     MISSING,
     TTL,
@@ -28,36 +29,14 @@ if TYPE_CHECKING:
 __all__ = ["MultiLevelCache", "MultiLevelStats"]
 
 
-class _MultiLevelFields(NamedTuple):
-    l1_hits: int
-    l2_hits: int
-    misses: int
-
-
-class MultiLevelStats(_MultiLevelFields, StatsView):
-    """Where reads were answered (``get`` and ``mget``, per key; one per request: the re-reads
-    of a layer above, ``peek``, are not counted), plus the common ``CacheStats`` fields."""
-
-
-def _count(incr: Callable[[], object], n: int) -> None:
-    for _ in range(n):
-        incr()
-
-
-def _default_name(l2: Any) -> str:
-    """A cache's default metrics name: the prefix of the Redis cache it stores in, if any."""
-    prefix = getattr(l2, "prefix", None)
-    return prefix if isinstance(prefix, str) and prefix else "default"
-
-
-class _Reading:
-    """Book-keeping for L2 reads of one key in flight: how many, and the key's write epoch."""
-
-    __slots__ = ("epoch", "readers")
-
-    def __init__(self) -> None:
-        self.readers = 0
-        self.epoch = 0
+def _level(cache: Cache, which: str) -> ByteCache:
+    """``cache`` as a level: a byte cache with its batch operations, else TypeError."""
+    if not isinstance(cache, ByteCache):
+        raise TypeError(
+            f"{which} must be a byte cache (Cache + BatchCache: get, set, delete, exists, "
+            f"clear, mget, mset, mdelete), not {type(cache).__name__}"
+        )
+    return cache
 
 
 class MultiLevelCache:
@@ -93,48 +72,37 @@ class MultiLevelCache:
 
     def __init__(
         self,
-        l1: Any,
-        l2: Any,
+        l1: Cache,
+        l2: Cache,
         *,
         l1_ttl: TTL,
         l2_ttl: TTL | None = None,
         invalidation: bool = True,
         name: str | None = None,
     ) -> None:
-        for which, cache in (("l1", l1), ("l2", l2)):
-            missing = [
-                m for m in ("get", "set", "delete", "exists", "clear", "mget", "mset", "mdelete")
-                if not callable(getattr(cache, m, None))
-            ]  # fmt: skip
-            if missing:
-                raise TypeError(
-                    f"{which} must be a byte cache (Cache + BatchCache), "
-                    f"{type(cache).__name__} lacks {', '.join(missing)}"
-                )
+        self._l1 = _level(l1, "l1")
+        self._l2 = _level(l2, "l2")
         if l1 is l2:
             raise ValueError("l1 and l2 must be different caches")
         l1_seconds = ttl_seconds(l1_ttl, None, "l1_ttl")
         if l1_seconds is None:
             raise TypeError("l1_ttl is required: an L1 entry must expire to see other processes")
-        self._l1 = l1
-        self._l2 = l2
         self._l1_ttl = l1_seconds
         self._l2_ttl = ttl_seconds(l2_ttl, None, "l2_ttl")
-        self._lock = threading.Lock()
-        self._reading: dict[str, _Reading] = {}
-        self._l2_get_ttl = getattr(l2, "get_with_ttl", None)
-        self._l2_mget_ttl = getattr(l2, "mget_with_ttl", None)
+        self._coherence = L1Coherence(
+            self._l1, l1_seconds, lambda: self._trusted, l2_reader(self._l2, l1_seconds)
+        )
         # metrics (issue 17): the request counters of the handle are this cache's counters;
         # the listener reports through metrics.record_invalidations() / record_l1_flush()
-        self._metrics = CacheMetrics(name or _default_name(l2), "multilevel")
+        self._metrics = CacheMetrics(name or default_name(l2), "multilevel")
         self._l1_hits = self._metrics.levels["l1"]
         self._l2_hits = self._metrics.levels["l2"]
         # Whether L1 may be read and filled: always without a listener; with one, only while
         # it is subscribed. Read without the lock on the hit path (one attribute load).
         self._trusted = True
         self._callbacks: list[Callable[[list[str] | None], None]] = []
-        # key -> values of our writes sent to L2 whose invalidations have not come back yet
-        self._own_writes: dict[str, list[bytes]] = {}
+        # key -> values of our writes whose invalidations have not come back (see _l1_coherence)
+        self._own_writes = self._coherence.own_writes
         self._listener: Any = None
         after_fork_in_child(self._after_fork_in_child)
         if invalidation:
@@ -164,14 +132,13 @@ class MultiLevelCache:
         """Listener callback: writes are heard again (True) or may go unheard (False)."""
         if connected:
             self._metrics.record_l1_flush()  # L1 is flushed below: it may hold lost writes
-        with self._lock:
+        with self._coherence.lock:
             # Both ways, the reads in flight are dropped: what they read may predate a write
             # whose invalidation was lost. Going down, L1 is kept only as the answer of last
             # resort while L2 fails (see ``get``); coming back, it is flushed: it may hold
             # values whose invalidations were lost while the listener was away.
             self._trusted = connected
-            self._own_writes = {}  # their invalidations went to a connection that is gone
-            self._invalidate(list(self._reading))
+            self._coherence.forget_all()
             if connected:
                 self._l1.clear()
         if not connected:
@@ -183,59 +150,13 @@ class MultiLevelCache:
             self._metrics.record_l1_flush()
         else:
             self._metrics.record_invalidations(len(keys))
-        with self._lock:
+        with self._coherence.lock:
             if keys is None:
-                self._own_writes = {}
-                self._invalidate(list(self._reading))
+                self._coherence.forget_all()
                 self._l1.clear()
             else:
-                dropped, stale = keys, []
-                if self._own_writes:
-                    dropped = []
-                    for key in keys:
-                        # Every pending write of ours at once: with BCAST tracking Redis sends
-                        # one invalidation per key per event-loop pass, however many writes ran
-                        # in it, so consuming one per write would leave an entry that a later
-                        # foreign write's invalidation would be taken for. (A foreign write in
-                        # the very same pass as ours is still taken for ours: until l1_ttl.)
-                        mine = self._own_writes.pop(key, None)
-                        if mine is None:
-                            dropped.append(key)
-                        elif self._l1.get(key, None) not in mine:
-                            stale.append(key)
-                self._invalidate(dropped)
-                self._drop_from_l1(dropped + stale)
+                self._coherence.heard(keys)
         self._notify(keys)
-
-    def _own_write_heard(self, key: str) -> list[bytes] | None:
-        """Consume one pending write of ours to ``key``: the values pending before, or None.
-
-        Caller holds the lock. Invalidations arrive in the order Redis ran the writes. The one
-        consumed here is our write's own, or that of a write that ran before ours (which ours
-        overwrote): either way the value our write puts in L1 is still the newest, so the
-        epoch is left alone and the write's L1 step goes ahead. L1 keeps the key only if it
-        already holds one of our values; anything older is dropped now. A write that ran after
-        ours comes after our own invalidation, finds nothing to consume, and drops the key.
-        """
-        pending = self._own_writes.get(key)
-        if not pending:
-            return None
-        mine = list(pending)
-        pending.pop(0)
-        if not pending:
-            del self._own_writes[key]
-        return mine
-
-    def _drop_from_l1(self, keys: list[str]) -> None:
-        try:
-            self._l1.mdelete(keys)
-        except Exception:
-            # A key someone else wrote need not be a valid key of ours: drop the others.
-            for key in keys:
-                try:
-                    self._l1.delete(key)
-                except Exception:
-                    continue
 
     def on_invalidate(self, callback: Callable[[list[str] | None], None]) -> None:
         """Call ``callback(keys)`` in the listener thread after ``keys`` left L1 (None: all).
@@ -259,9 +180,7 @@ class MultiLevelCache:
     def _after_fork_in_child(self) -> None:
         # Another thread may have held the lock or been promoting a key; the child's listener
         # starts from scratch and misses everything written until it subscribes.
-        self._lock = threading.Lock()
-        self._reading = {}
-        self._own_writes = {}
+        self._coherence.after_fork()
         if self._listener is not None:
             self._trusted = False
         with contextlib.suppress(Exception):
@@ -279,22 +198,14 @@ class MultiLevelCache:
         return self._metrics
 
     def stats(self) -> MultiLevelStats:
-        snap = self._metrics.snapshot()
-        return derive(
-            snap,
-            MultiLevelStats(
-                snap.requests[("l1", "hit")],
-                snap.requests[("l2", "hit")],
-                snap.requests[("l2", "miss")],
-            ),
-        )
+        return multilevel_stats(self._metrics)
 
     @property
-    def l1(self) -> Any:
+    def l1(self) -> Cache:
         return self._l1
 
     @property
-    def l2(self) -> Any:
+    def l2(self) -> Cache:
         return self._l2
 
     def lease_locks(self) -> LeaseLockFactory | None:
@@ -328,57 +239,8 @@ class MultiLevelCache:
             f"invalidation={self._listener is not None})"
         )
 
-    # -- TTL arithmetic ----------------------------------------------------------------------
-
     def _l2_seconds(self, ttl: TTL | None) -> float | None:
         return ttl_seconds(ttl, self.default_ttl)
-
-    def _l1_seconds(self, l2_seconds: float | None) -> float:
-        return self._l1_ttl if l2_seconds is None else min(self._l1_ttl, l2_seconds)
-
-    # -- promotion guarded by per-key epochs -------------------------------------------------
-
-    def _begin_reads(self, keys: Iterable[str]) -> dict[str, tuple[_Reading, int]]:
-        started: dict[str, tuple[_Reading, int]] = {}
-        with self._lock:
-            for key in keys:
-                reading = self._reading.get(key)
-                if reading is None:
-                    reading = self._reading[key] = _Reading()
-                reading.readers += 1
-                started[key] = (reading, reading.epoch)
-        return started
-
-    def _end_reads(
-        self,
-        started: dict[str, tuple[_Reading, int]],
-        hits: Mapping[str, tuple[bytes, float | None]],
-    ) -> None:
-        # Promotion happens under the lock that writers take to bump epochs: either the write's
-        # critical section comes first (epoch moved, promotion dropped) or it comes second (it
-        # overwrites or deletes what was promoted). Both end with L1 agreeing with the write.
-        with self._lock:
-            try:
-                trusted = self._trusted
-                for key, (reading, epoch) in started.items():
-                    hit = hits.get(key)
-                    if hit is not None and reading.epoch == epoch and trusted:
-                        left = hit[1]
-                        if left is None or left > 0:
-                            self._l1.set(key, hit[0], ttl=self._l1_seconds(left))
-            finally:
-                for key, (reading, _) in started.items():
-                    reading.readers -= 1
-                    if reading.readers == 0:
-                        del self._reading[key]
-
-    def _invalidate(self, keys: Iterable[str]) -> None:
-        """Bump the epoch of keys being promoted right now; caller holds the lock."""
-        reading = self._reading
-        for key in keys:
-            r = reading.get(key)
-            if r is not None:
-                r.epoch += 1
 
     # -- Cache -------------------------------------------------------------------------------
 
@@ -406,7 +268,7 @@ class MultiLevelCache:
             value = self._l1.get(key, None)
             if value is not None:
                 self._l1_hits.hit()
-            return value  # type: ignore[no-any-return]
+            return value
         return None
 
     def read_l2(self, key: str) -> bytes | None:
@@ -427,40 +289,22 @@ class MultiLevelCache:
         if self._trusted:
             value = self._l1.get(key, None)
             if value is not None:
-                return value  # type: ignore[no-any-return]
+                return value
         return self._read_below_l1(key)[0]
 
     def _read_below_l1(self, key: str) -> tuple[bytes | None, bool]:
         """(value from L2, False); while L1 is bypassed and L2 fails: (value from L1, True)."""
         check_key(key)  # after the L1 lookup: a key set() refuses is never in L1
         if self._trusted:
-            return self._read_l2([key]).get(key), False
+            return self._coherence.read([key]).get(key), False
         self._untrusted()
         try:
-            return self._read_l2([key]).get(key), False
+            return self._coherence.read([key]).get(key), False
         except BackendError:
             value = self._l1.get(key, None)  # stale-if-error: L2 cannot answer either
             if value is None:
                 raise
             return value, True
-
-    def _read_l2(self, keys: list[str]) -> dict[str, bytes]:
-        started = self._begin_reads(keys)
-        hits: dict[str, tuple[bytes, float | None]] = {}
-        try:
-            if self._l2_mget_ttl is not None:
-                if len(keys) == 1 and self._l2_get_ttl is not None:
-                    one = self._l2_get_ttl(keys[0])
-                    if one is not None:
-                        hits[keys[0]] = one
-                else:
-                    hits = self._l2_mget_ttl(keys)
-            else:
-                # An L2 that cannot say how long an entry has left: promote for l1_ttl.
-                hits = {k: (v, self._l1_ttl) for k, v in self._l2.mget(keys).items()}
-        finally:
-            self._end_reads(started, hits)
-        return {k: v[0] for k, v in hits.items()}
 
     def set(self, key: str, value: bytes, ttl: TTL | None = None) -> None:
         check_key(key)
@@ -475,62 +319,9 @@ class MultiLevelCache:
         *,
         fenced: bool = False,
     ) -> frozenset[str]:
-        """Write L2, then L1: the one write path of set, mset and mset_with_ttls.
-
-        If L2 is unreachable (``BackendError``: down, or its breaker open) the error is raised,
-        but L1 still takes the values: this process keeps serving what it wrote or loaded for
-        at most ``l1_ttl``, instead of sending every read of it to the loader for the length of
-        the outage. Any other failure leaves L1 without the keys.
-
-        Writes take part in the same epochs as promotions: if another write or a delete of a
-        key lands between this write's L2 step and its L1 step, this write does not put its
-        value in L1 but drops the key there (the next read promotes whatever L2 holds).
-
-        ``fenced``: ``write_l2`` is a fenced store returning the keys L2 took; the others lost to
-        a write (no invalidation of ours will come for them) and leave L1. Returns the keys
-        written.
-        """
-        started = self._begin_reads(entries)
+        """Write L2, then L1: the one write path (see ``L1Coherence.write``)."""
         own = self._listener is not None and self._trusted
-        if own:  # before the write runs: its invalidation may arrive before write_l2 returns
-            with self._lock:
-                for key, (value, _) in entries.items():
-                    self._own_writes.setdefault(key, []).append(value)
-        try:
-            try:
-                result = write_l2()
-            except BackendError:
-                self._forget_own_writes(own, entries)
-                if not fenced:
-                    self._put_l1(started, entries, l2_failed=True)
-                # A fenced store is a *loaded* value: its fence was taken before the outage, and
-                # a write of ours since may only be in L1. It never enters L1 unchecked.
-                raise
-            except BaseException:
-                self._forget_own_writes(own, entries)
-                self._drop_l1(list(entries))
-                raise
-            if fenced:
-                assert isinstance(result, frozenset)
-                refused = [k for k in entries if k not in result]
-                if refused:
-                    self._forget_own_writes(own, refused)
-                    self._drop_l1(refused)
-                    entries = {k: v for k, v in entries.items() if k in result}
-            self._put_l1(started, entries)
-            return frozenset(entries)
-        finally:
-            self._end_reads(started, {})
-
-    def _forget_own_writes(self, own: bool, entries: Iterable[str]) -> None:
-        """A write that failed may not have run: no invalidation of it may be waited for.
-
-        If it did run, its invalidation now drops the key from L1: a miss, never a stale hit.
-        """
-        if own:
-            with self._lock:
-                for key in entries:
-                    self._own_write_heard(key)
+        return self._coherence.write(write_l2, entries, fenced=fenced, own=own)
 
     # -- fences: the L2's, so a store of a loaded value loses to writes of any process --------
 
@@ -550,9 +341,10 @@ class MultiLevelCache:
         check_key(key)
         value = check_value(value)
         seconds = self._l2_seconds(ttl)
+        l2: Any = self._l2  # a FencedCache (else AttributeError, as without fences)
 
         def write_l2() -> frozenset[str]:
-            stored = self._l2.set_fenced(key, value, seconds, token)
+            stored = l2.set_fenced(key, value, seconds, token)
             return frozenset((key,)) if stored else frozenset()
 
         return key in self._write(write_l2, {key: (value, seconds)}, fenced=True)
@@ -568,42 +360,15 @@ class MultiLevelCache:
     ) -> frozenset[str]:
         """Store loaded values in L2 where their fences hold, then those in L1."""
         checked = check_entries(entries, self.default_ttl)
-        return self._write(
-            lambda: frozenset(self._l2.mset_fenced(checked, tokens)), checked, fenced=True
-        )
-
-    def _put_l1(
-        self,
-        started: dict[str, tuple[_Reading, int]],
-        entries: dict[str, tuple[bytes, float | None]],
-        *,
-        l2_failed: bool = False,
-    ) -> None:
-        with self._lock:
-            overtaken: list[str] = []
-            # Untrusted, L1 keeps only what L2 could not take: the answers of last resort.
-            trusted = self._trusted or l2_failed
-            for key, (value, seconds) in entries.items():
-                reading, epoch = started[key]
-                if reading.epoch == epoch and trusted:
-                    self._l1.set(key, value, ttl=self._l1_seconds(seconds))
-                else:  # a concurrent write or delete came after ours: L1 must not keep ours
-                    overtaken.append(key)
-            self._invalidate(entries)
-            if overtaken:
-                self._l1.mdelete(overtaken)
-
-    def _drop_l1(self, keys: list[str]) -> int:
-        with self._lock:
-            self._invalidate(keys)
-            return int(self._l1.mdelete(keys))
+        l2: Any = self._l2  # a byte cache with fences (else AttributeError, as without fences)
+        return self._write(lambda: frozenset(l2.mset_fenced(checked, tokens)), checked, fenced=True)
 
     def delete(self, key: str) -> bool:
         check_key(key)
         try:
             removed = bool(self._l2.delete(key))
         finally:
-            removed_l1 = self._drop_l1([key])
+            removed_l1 = self._coherence.drop([key])
         return removed or removed_l1 > 0
 
     def exists(self, key: str) -> bool:
@@ -621,9 +386,7 @@ class MultiLevelCache:
         try:
             removed = int(self._l2.clear())
         finally:
-            with self._lock:
-                self._invalidate(list(self._reading))
-                self._l1.clear()
+            self._coherence.flush()
         return removed
 
     # -- BatchCache --------------------------------------------------------------------------
@@ -635,22 +398,22 @@ class MultiLevelCache:
         else:
             self._untrusted()
             try:
-                from_l2 = self._read_l2(list(dict.fromkeys(wanted)))
+                from_l2 = self._coherence.read(list(dict.fromkeys(wanted)))
             except BackendError:
                 found = self._l1.mget(wanted)  # stale-if-error, when L1 has every key
                 if len(found) < len(set(wanted)):
                     raise
-                _count(self._l1_hits.hit, len(found))
+                count(self._l1_hits.hit, len(found))
                 return dict(found)
-            _count(self._l2_hits.hit, len(from_l2))
-            _count(self._l2_hits.miss, len(set(wanted)) - len(from_l2))
+            count(self._l2_hits.hit, len(from_l2))
+            count(self._l2_hits.miss, len(set(wanted)) - len(from_l2))
             return from_l2
-        _count(self._l1_hits.hit, len(found))
+        count(self._l1_hits.hit, len(found))
         if len(found) < len(wanted):
             missing = [k for k in dict.fromkeys(wanted) if k not in found]
-            from_l2 = self._read_l2(missing)
-            _count(self._l2_hits.hit, len(from_l2))
-            _count(self._l2_hits.miss, len(missing) - len(from_l2))
+            from_l2 = self._coherence.read(missing)
+            count(self._l2_hits.hit, len(from_l2))
+            count(self._l2_hits.miss, len(missing) - len(from_l2))
             found.update(from_l2)
         return dict(found)
 
@@ -682,5 +445,5 @@ class MultiLevelCache:
         try:
             removed = int(self._l2.mdelete(wanted))
         finally:
-            removed_l1 = self._drop_l1(wanted)
+            removed_l1 = self._coherence.drop(wanted)
         return max(removed, removed_l1)

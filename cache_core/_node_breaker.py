@@ -27,7 +27,7 @@ from redis.cluster import RedisCluster
 from ._breaker import CircuitBreaker
 from ._fork import after_fork_in_child
 
-__all__ = ["ClusterRouter", "NodeBreakers", "Router", "failed_node"]
+__all__ = ["ClusterRouter", "NodeBreakers", "Router", "failed_node", "node_routing"]
 
 #: How often a cluster client with an open node breaker re-reads the slot table (CLUSTER SLOTS).
 REFRESH_INTERVAL: Final = 0.2
@@ -138,3 +138,18 @@ class NodeBreakers:
     def opened_count(self) -> int:
         """How many times any node's breaker opened."""
         return sum(b.opened_count for b in list(self._by_node.values()))
+
+
+def node_routing(
+    client: object, breaker: CircuitBreaker | None, sentinel: Router | None
+) -> tuple[Router | None, NodeBreakers | None]:
+    """The router and per-node breakers of a cache: on a cluster, and behind Sentinel (whose
+    guard routes), one breaker per node spawned from ``breaker``; a plain server keeps the one
+    breaker (None, None), and so does a cache without a breaker."""
+    if breaker is None:
+        return None, None
+    if sentinel is not None:
+        return sentinel, NodeBreakers(breaker)
+    if isinstance(client, RedisCluster):
+        return ClusterRouter(client), NodeBreakers(breaker)
+    return None, None

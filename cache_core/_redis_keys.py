@@ -1,11 +1,13 @@
-"""Redis key helpers: Cluster hash tags and SCAN glob escaping (no I/O, no redis-py)."""
+"""Redis key helpers: prefixes, Cluster hash tags and SCAN glob escaping (no I/O, no redis-py)."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Final
 
-__all__ = ["escape_glob", "fence_shares_slot", "slot_tag"]
+from ._validate import RESERVED_MARK, is_reserved
+
+__all__ = ["check_prefix", "escape_glob", "fence_shares_slot", "slot_tag"]
 
 _GLOB_SPECIAL: Final = str.maketrans({c: "\\" + c for c in "\\*?[]"})
 
@@ -38,3 +40,20 @@ def fence_shares_slot(redis_key: str) -> bool:
         return True
     start = redis_key.find("{")
     return start != -1 and redis_key.find("}", start + 1) > start + 1
+
+
+def check_prefix(prefix: object) -> str:
+    """``prefix`` if it can namespace a cache's Redis keys, else TypeError / ValueError naming
+    ``prefix``: a str with a UTF-8 form, outside the library's reserved space."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
+    if is_reserved(prefix):
+        raise ValueError(
+            f"prefix {prefix!r} lies in the library's reserved space (a ':'-segment "
+            f"starting with {RESERVED_MARK!r}); choose another prefix"
+        )
+    try:
+        prefix.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"prefix must be encodable as UTF-8, got {prefix!r}") from None
+    return prefix

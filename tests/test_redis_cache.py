@@ -12,6 +12,7 @@ from redis.cluster import RedisCluster
 
 from cache_core import BackendError, CacheMiss, RedisCache
 from cache_core._redis_keys import escape_glob
+from cache_core._redis_pending import PendingDeletes
 from tests.redis_harness import RedisClusterHarness, RedisServer
 
 NEIGHBOUR_PREFIXES = ["a", "ab", "aXb", "a*", "a?", "a[b]", "ab]", "a\\", "a\\x", "b", "a[b", "["]
@@ -316,14 +317,14 @@ def test_clear_and_scan_keys_leave_the_librarys_own_keys(redis_client: redis.Red
     assert list(cache.scan_keys("*")) == []
 
 
-def test_a_write_only_cancels_deletes_that_failed_before_it(redis_client: redis.Redis) -> None:
-    cache = RedisCache(redis_client, prefix="seq")
-    before = cache._pending_seq  # a write starts here ...
-    cache._remember_deletes(["k"])  # ... a delete of k fails while it is in flight ...
-    cache._forget_deletes(["k"], before)  # ... the write lands: it must not cancel that delete
-    assert cache.pending_deletes == 1
-    cache._forget_deletes(["k"], cache._pending_seq)  # a write that started after it does
-    assert cache.pending_deletes == 0
+def test_a_write_only_cancels_deletes_that_failed_before_it() -> None:
+    pending = PendingDeletes()  # RedisCache's book of deletes owed after an outage
+    before = pending.seq  # a write starts here ...
+    pending.remember(["k"])  # ... a delete of k fails while it is in flight ...
+    pending.forget(["k"], before)  # ... the write lands: it must not cancel that delete
+    assert len(pending) == 1
+    pending.forget(["k"], pending.seq)  # a write that started after it does
+    assert len(pending) == 0
 
 
 def test_scan_keys_rejects_a_non_str_pattern(redis_client: redis.Redis) -> None:
