@@ -26,7 +26,6 @@ MAX_FUNCTION = 60
 MAX_MODULE = 450
 
 
-
 def _is_private(name: str) -> bool:
     if name.startswith("__") and name.endswith("__"):
         return False  # dunder: a protocol
