@@ -24,6 +24,7 @@ from ._envelope import FLAG_TOMBSTONE, MAGIC, VERSION, Entry, pack, plain_prefix
 from ._envelope import unpack as unpack_entry
 from ._jitter import jittered
 from ._options import ReadThroughOptions
+from ._protocols import missing_methods
 from ._serializers import (
     CompressedSerializer,
     JSONSerializer,
@@ -53,7 +54,7 @@ def choose_serializer(serializer: object, type_: Any) -> Serializer:
     typed form when ``type_`` is given."""
     if serializer is None:
         serializer = JSONSerializer()
-    elif not isinstance(serializer, Serializer):
+    if not isinstance(serializer, Serializer) or missing_methods(serializer, Serializer):
         raise TypeError(
             f"serializer must have dumps() and loads(), not {type(serializer).__name__}"
         )

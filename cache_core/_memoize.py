@@ -50,7 +50,6 @@ from ._memoize_setup import (
     looks_like_cache,
     namespace_for,
 )
-from ._options import ReadThroughOptions
 from ._protocols import Cache
 from ._serializers import Serializer
 from ._stats import Counter
@@ -430,9 +429,8 @@ def memoize(
         serializer=serializer,
         generation_interval=generation_interval,
         timer=timer,
-        options=ReadThroughOptions(**given) if given else None,
         returns=returns,
-        given=tuple(given),
+        given=tuple(given.items()),
     )
     if bare:
         return _decorate(cache, config)  # bare @memoize

@@ -17,7 +17,7 @@ import msgspec
 
 from ._codec import TypedCodec
 from ._options import ReadThroughOptions
-from ._protocols import Cache
+from ._protocols import Cache, missing_methods
 from ._serializers import JSONSerializer, Serializer
 from ._typed import TypedCache
 from ._validate import MISSING, TTL, check_bool, check_callable, is_reserved, ttl_seconds
@@ -133,15 +133,17 @@ def namespace_for(func: object, namespace: object) -> str:
 
 def looks_like_cache(obj: object) -> bool:
     """Whether ``memoize``'s first argument is a cache (else it is the function to decorate)."""
-    return isinstance(obj, TypedCache | Cache)
+    return isinstance(obj, TypedCache) or all(
+        callable(getattr(obj, method, None)) for method in ("get", "set", "delete")
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class MemoizeConfig:
     """Everything ``memoize(...)`` was given but the function, validated when built.
 
-    ``options``: the read-through options given to ``memoize`` (None: none given; the
-    TypedCache's own apply).
+    ``given``: the read-through options given to ``memoize``, as (name, value) pairs; once
+    checked they become ``options`` (None: none given, the TypedCache's own apply).
     """
 
     cache: Cache | TypedCache[Any] | None = None
@@ -152,10 +154,9 @@ class MemoizeConfig:
     serializer: Serializer | None = None
     generation_interval: float = 1.0
     timer: Callable[[], float] = time.monotonic
-    options: ReadThroughOptions | None = None
     returns: Any = MISSING
-    #: the names of the read-through options given (for error messages)
-    given: tuple[str, ...] = ()
+    given: tuple[tuple[str, Any], ...] = ()
+    options: ReadThroughOptions | None = dataclasses.field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.ttl is not None:
@@ -176,6 +177,8 @@ class MemoizeConfig:
             )
         check_callable(self.timer, "timer")
         self._check_cache()
+        if self.given:  # after _check_cache: with a TypedCache, giving them is the error
+            object.__setattr__(self, "options", ReadThroughOptions(**dict(self.given)))
 
     def _check_cache(self) -> None:
         cache, serializer = self.cache, self.serializer
@@ -185,9 +188,9 @@ class MemoizeConfig:
                     "serializer cannot be given with a TypedCache: it already has one "
                     "(pass a byte cache to choose the serializer here)"
                 )
-            if self.options is not None:
+            if self.given:
                 raise TypeError(
-                    f"{', '.join(sorted(self.given))} cannot be given with a "
+                    f"{', '.join(sorted(name for name, _ in self.given))} cannot be given with a "
                     "TypedCache: configure the TypedCache itself"
                 )
             if self.returns is not MISSING:
@@ -197,7 +200,7 @@ class MemoizeConfig:
                 )
         elif cache is not None and not looks_like_cache(cache):
             raise TypeError(f"cache must be a byte cache or a TypedCache, not {type(cache)!r}")
-        if serializer is not None and not isinstance(serializer, Serializer):
+        if serializer is not None and missing_methods(serializer, Serializer):
             raise TypeError(
                 f"serializer must have dumps() and loads(), not {type(serializer).__name__}"
             )

@@ -67,17 +67,39 @@ class ReadThroughOptions:
         """These options with the ones given replaced (validated). Not given: None, or
         ``MISSING`` for the two whose None means "off" (``early_refresh``, ``stale_ttl``);
         ``MISSING`` is accepted for the others too. Nothing given: ``self``."""
+        args = (
+            distributed_lock,
+            lock_timeout,
+            early_refresh,
+            stale_ttl,
+            stale_if_error,
+            ttl_jitter,
+        )
+        # Per-call overrides repeat: each distinct set is validated once. The key holds the
+        # types (1 == True == 1.0 must not share an entry) and the base by identity (checked:
+        # an id can be reused once its object is gone).
+        key = (id(self), args, tuple(map(type, args)))
+        try:
+            base, options = _OVERRIDDEN[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value: not an option value, validation says why
+            return self._override(args)
+        else:
+            if base is self:
+                return options
+        options = self._override(args)
+        if len(_OVERRIDDEN) >= _OVERRIDDEN_MAX:
+            _OVERRIDDEN.clear()
+        _OVERRIDDEN[key] = (self, options)
+        return options
+
+    def _override(self, args: tuple[Any, ...]) -> ReadThroughOptions:
+        unset = (None, None, MISSING, MISSING, None, None)
         given: dict[str, Any] = {
             name: value
-            for name, value, unset in (
-                ("distributed_lock", distributed_lock, None),
-                ("lock_timeout", lock_timeout, None),
-                ("early_refresh", early_refresh, MISSING),
-                ("stale_ttl", stale_ttl, MISSING),
-                ("stale_if_error", stale_if_error, None),
-                ("ttl_jitter", ttl_jitter, None),
-            )
-            if value is not unset and value is not MISSING
+            for name, value, not_given in zip(self.names(), args, unset, strict=True)
+            if value is not not_given and value is not MISSING
         }
         return replace(self, **given) if given else self
 
@@ -90,6 +112,11 @@ class ReadThroughOptions:
         """The names of the options set to something other than their default."""
         default = _DEFAULT
         return [n for n in self.names() if getattr(self, n) != getattr(default, n)]
+
+
+#: Options derived by ``overridden``, by (base, the arguments given): bounded, cleared when full.
+_OVERRIDDEN: dict[tuple[Any, ...], tuple[ReadThroughOptions, ReadThroughOptions]] = {}
+_OVERRIDDEN_MAX = 1024
 
 
 def _beta(early_refresh: object) -> float | None:

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final, Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from ._metrics import CacheMetrics, StatsView, derive
-from ._protocols import BloomTarget
+from ._protocols import BloomTarget, check_implements
+from ._read_absent import Observer
 from ._stats import Counter
 from ._typed import TypedCache
 from ._validate import TTL, check_callable, check_key, ttl_seconds
@@ -34,8 +35,6 @@ __all__ = ["ProtectedCache", "ProtectedCacheStats"]
 
 T = TypeVar("T")
 log = logging.getLogger("cache_core")
-
-_BLOOM_METHODS: Final = ("__contains__", "add", "update", "contains_many")
 
 
 class _ProtectedFields(NamedTuple):
@@ -90,6 +89,7 @@ class ProtectedCache(Generic[T]):
         "_negative_stores",
         "_none",
         "_null_ttl",
+        "_observe",
         "_rejected",
         "_typed",
     )
@@ -97,12 +97,9 @@ class ProtectedCache(Generic[T]):
     def __init__(self, cache: TypedCache[T], bloom: BloomTarget, *, null_ttl: TTL = 300) -> None:
         if not isinstance(cache, TypedCache):
             raise TypeError(f"cache must be a TypedCache, not {type(cache).__name__}")
-        if not isinstance(bloom, BloomTarget):
-            missing = [m for m in _BLOOM_METHODS if not callable(getattr(bloom, m, None))]
-            raise TypeError(
-                f"bloom must be a bloom filter (add, update, in, contains_many), "
-                f"{type(bloom).__name__} lacks {', '.join(missing)}"
-            )
+        check_implements(
+            bloom, BloomTarget, "bloom", "a bloom filter (add, update, in, contains_many)"
+        )
         seconds = ttl_seconds(null_ttl, None, "null_ttl")
         if seconds is None:
             raise TypeError("null_ttl must be a number of seconds or a timedelta, not None")
@@ -117,6 +114,15 @@ class ProtectedCache(Generic[T]):
         self._loads = Counter()
         self._negative_stores = Counter()
         self._filter_errors = Counter()
+        counters = {
+            "hit": self._hits.incr,
+            "tombstone": self._negative_hits.incr,
+            "late_tombstone": self._negative_hits.incr,
+            "miss": self._misses.incr,
+            "load": self._loads.incr,
+            "absent": self._negative_stores.incr,
+        }
+        self._observe: Observer = lambda event: counters[event]()
         # metrics: the guard reports through its TypedCache's handle (one name, one request
         # count), adding the rejected / tombstone results and the bloom filter's fill.
         cache.metrics.watch_bloom(bloom)
@@ -170,7 +176,8 @@ class ProtectedCache(Generic[T]):
         """
         if type(key) is not str or not key:
             check_key(key)
-        check_callable(fn, "fn")
+        if not callable(fn):
+            check_callable(fn, "fn")
         try:
             present = self._contains(key)
         except (BackendError, RuntimeError) as exc:
@@ -183,31 +190,9 @@ class ProtectedCache(Generic[T]):
             self._rejected.incr()
             self._none.rejected()
             return None
-        answer = self._typed.get_or_absent(key, self._counted(fn), ttl, null_ttl=self._null_ttl)
-        source = answer.source
-        if source == "hit":
-            self._hits.incr()
-        elif source == "tombstone":
-            self._negative_hits.incr()
-        elif source == "miss":
-            self._misses.incr()
-        elif source == "late_tombstone":
-            self._misses.incr()
-            self._negative_hits.incr()
-        value: T | None = answer.value
-        return value
-
-    def _counted(self, fn: Callable[[], T | None]) -> Callable[[], T | None]:
-        """``fn``, counting its calls and its Nones (each None stores a tombstone)."""
-
-        def load() -> T | None:
-            self._loads.incr()
-            value = fn()
-            if value is None:
-                self._negative_stores.incr()
-            return value
-
-        return load
+        return self._typed.get_or_absent(
+            key, fn, ttl, null_ttl=self._null_ttl, observe=self._observe
+        )
 
     def set(self, key: str, value: T, ttl: TTL | None = None) -> None:
         """Store ``value`` and add ``key`` to the bloom filter (first, so no reader is turned

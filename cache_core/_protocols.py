@@ -15,6 +15,7 @@ capabilities a byte cache declares by having the methods, which the layers above
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -31,6 +32,8 @@ __all__ = [
     "KeyLister",
     "LeaseLockSource",
     "LevelledCache",
+    "check_implements",
+    "missing_methods",
 ]
 
 
@@ -140,3 +143,32 @@ class BloomTarget(Protocol):
     def update(self, keys: Iterable[str | bytes]) -> Any: ...
 
     def contains_many(self, keys: Iterable[str | bytes]) -> list[bool]: ...
+
+
+_MACHINERY = frozenset({"__init__", "__subclasshook__", "__init_subclass__", "__class_getitem__"})
+
+
+def missing_methods(obj: object, protocol: type) -> list[str]:
+    """The methods of ``protocol`` that ``obj`` lacks or holds as something not callable.
+
+    ``isinstance`` against a runtime-checkable protocol only asks whether the attributes exist;
+    an argument check wants them callable, and its error message wants their names.
+    """
+    return [
+        name
+        for name, member in vars(protocol).items()
+        if inspect.isfunction(member)
+        and name not in _MACHINERY
+        and not callable(getattr(obj, name, None))
+    ]
+
+
+def check_implements(obj: object, protocol: type, name: str, what: str) -> None:
+    """``TypeError`` naming the argument ``name`` unless ``obj`` implements ``protocol``."""
+    if isinstance(obj, protocol):
+        missing = missing_methods(obj, protocol)
+        if not missing:
+            return
+    else:
+        missing = missing_methods(obj, protocol)
+    raise TypeError(f"{name} must be {what}, {type(obj).__name__} lacks {', '.join(missing)}")

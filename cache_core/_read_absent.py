@@ -9,78 +9,80 @@ without calling the loader.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Literal, TypeVar
 
+from ._metrics import LevelCounters
 from ._options import ReadThroughOptions
 from ._read_through import ReadThrough
 from ._validate import TTL
-from .errors import NoValue, SerializationError
+from .errors import NoValue
 
-__all__ = ["Answer", "Source", "get_or_absent"]
+__all__ = ["Event", "Observer", "after_absent_read"]
 
 T = TypeVar("T")
 
-#: What answered a ``get_or_absent`` request (``ProtectedCache`` counts them):
-#: ``hit`` a plain value from the first read, ``tombstone`` a negative entry from the first read,
-#: ``miss`` the first read found nothing (loaded, or the loader found nothing),
-#: ``late_tombstone`` it found nothing and the load found a tombstone stored meanwhile,
-#: ``entry`` an entry with metadata or undecodable bytes (the full read-through ran).
-Source = Literal["hit", "tombstone", "miss", "late_tombstone", "entry"]
-
-
-class Answer(NamedTuple):
-    """A ``get_or_absent`` result: the value (None: does not exist) and what answered."""
-
-    value: Any
-    source: Source
+#: What an ``observe`` callback hears, as it happens (so a loader that raises is still counted):
+#: first what the request's first read found: ``hit`` (a plain value), ``tombstone`` (a
+#: negative entry) or ``miss`` (nothing); an entry with metadata or undecodable bytes is not
+#: reported (the full read-through runs). Then, from the one caller that runs the flight:
+#: ``load`` before the loader runs, ``absent`` when it found nothing (a tombstone is stored),
+#: ``late_tombstone`` when the flight found a tombstone stored after the request's first read
+#: (no load).
+Event = Literal["hit", "tombstone", "miss", "load", "absent", "late_tombstone"]
+Observer = Callable[[Event], object]
 
 
 class _Absent(NoValue):
-    """A nullable loader found nothing (``entry``: the tombstone to store), or, ``late``, the
-    load found a tombstone another flight stored after this request's first read."""
-
-    late = False
+    """A nullable loader found nothing (``entry``: the tombstone to store), or a tombstone
+    another flight stored after this request's first read."""
 
 
-def get_or_absent(
+def _ignore(event: Event) -> None:
+    return None
+
+
+def after_absent_read(
     rt: ReadThrough,
     key: str,
     fn: Callable[[], T | None],
     ttl: TTL | None,
     opts: ReadThroughOptions,
     null_ttl: float,
-) -> Answer:
-    """A read-through where "does not exist" is an answer: a tombstone read answers None
-    without the loader; a loader's None stores a tombstone for ``null_ttl`` (through the
-    key's fence, before the waiters are released) and answers None."""
+    observe: Observer | None,
+    data: bytes | None,
+    rq: LevelCounters,
+) -> T | None:
+    """A read-through where "does not exist" is an answer, once the request's first read
+    returned ``data`` (counted by ``rq``; ``TypedCache.get_or_absent`` answers plain hits
+    itself): a tombstone answers None without the loader; a loader's None stores a tombstone
+    for ``null_ttl`` (through the key's fence, before the waiters are released) and answers
+    None."""
     codec = rt.codec
-    data, rq = rt.lookup(key)  # a backend failure reads as a miss
-    loader = _nullable(rt, key, fn, null_ttl)
+    tell = observe or _ignore
     if data is not None:
-        if codec.is_tombstone(data):
+        if data[:4] == codec.tomb_prefix:
             rq.tombstone()
-            return Answer(None, "tombstone")
-        if data[:4] == codec.prefix:  # a plain value: decode here, no second read
-            try:
-                value = codec.loads(data[4:])
-            except SerializationError:
-                pass  # after_read repairs it
-            else:
-                rq.hit()
-                return Answer(value, "hit")
+            tell("tombstone")
+            return None
+        loader = _nullable(rt, key, fn, null_ttl, tell)
         try:
-            return Answer(rt.after_read(key, loader, ttl, opts, None, data, rq), "entry")
+            return rt.after_read(key, loader, ttl, opts, None, data, rq)
         except _Absent:
-            return Answer(None, "entry")
+            return None
     rq.miss()
+    tell("miss")
     try:
-        return Answer(rt.load(key, loader, ttl, opts), "miss")
-    except _Absent as absent:
-        return Answer(None, "late_tombstone" if absent.late else "miss")
+        return rt.load(key, _nullable(rt, key, fn, null_ttl, tell), ttl, opts)
+    except _Absent:
+        return None
 
 
 def _nullable(
-    rt: ReadThrough, key: str, fn: Callable[[], T | None], null_ttl: float
+    rt: ReadThrough,
+    key: str,
+    fn: Callable[[], T | None],
+    null_ttl: float,
+    tell: Observer,
 ) -> Callable[[], T]:
     """``fn`` for the singleflight: its None becomes a stored tombstone (``_Absent``)."""
     codec = rt.codec
@@ -89,12 +91,13 @@ def _nullable(
         # A flight that ended just before this one began may have stored a tombstone that
         # the double-check (which looks for values) does not recognise: look for it here.
         if codec.is_tombstone(rt.reread(key)):
-            late = _Absent(key)
-            late.late = True
-            raise late
+            tell("late_tombstone")
+            raise _Absent(key)
+        tell("load")
         value = fn()
         if value is not None:
             return value
+        tell("absent")
         absent = _Absent(key)
         absent.entry = (codec.tombstone, null_ttl)
         raise absent

@@ -13,17 +13,17 @@ import logging
 import random as _random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 from ._entry_codec import EntryCodec, choose_serializer
 from ._metrics import CacheMetrics
 from ._options import ReadThroughOptions
-from ._protocols import Cache, LeaseLockSource
-from ._read_absent import Answer, get_or_absent
+from ._protocols import Cache, LeaseLockSource, check_implements
+from ._read_absent import Observer, after_absent_read
 from ._read_through import ReadThrough
 from ._serializers import Serializer
-from ._typed_stats import TypedCacheStats, metrics_for, typed_stats
-from ._validate import MISSING, TTL, check_callable, check_key, ttl_seconds
+from ._typed_stats import TypedCacheStats, cover, metrics_for, typed_stats
+from ._validate import MAX_TTL, MISSING, TTL, check_callable, check_key, ttl_seconds
 from .errors import CacheMiss, SerializationError
 
 __all__ = ["TypedCache", "TypedCacheStats"]
@@ -90,11 +90,7 @@ class TypedCache(Generic[T]):
         name: str | None = None,
         options: ReadThroughOptions | None = None,
     ) -> None:
-        if not isinstance(cache, Cache):
-            raise TypeError(
-                f"cache must be a byte cache (Cache protocol: get, set, delete, exists, clear), "
-                f"not {builtins.type(cache).__name__}"
-            )
+        check_implements(cache, Cache, "cache", "a byte cache (Cache protocol)")
         serializer = choose_serializer(serializer, type)
         check_callable(clock, "clock")
         check_callable(random, "random")
@@ -104,7 +100,7 @@ class TypedCache(Generic[T]):
                 distributed_lock,
                 lock_timeout,
                 early_refresh,
-                ttl_seconds(stale_ttl, None, "stale_ttl"),
+                cast(float | None, stale_ttl),  # a timedelta too: __post_init__ converts it
                 stale_if_error,
                 ttl_jitter,
             ),
@@ -127,6 +123,7 @@ class TypedCache(Generic[T]):
         self._l2 = rt.l2
         self._mset_ttls = getattr(cache, "mset_with_ttls", None)
         self._ttl_checked: object = None  # the last ttl object get_or_set validated
+        cover(cache)
 
     @property
     def cache(self) -> Cache:
@@ -184,7 +181,7 @@ class TypedCache(Generic[T]):
         Stored bytes that cannot be decoded raise ``SerializationError`` (``get_or_set``
         repairs them instead). An entry kept past its TTL for ``stale_ttl`` is still returned.
         """
-        if builtins.type(key) is not str or not key:
+        if type(key) is not str or not key:
             check_key(key)
         data, rq = self._rt.lookup(key, catch=False)
         if data is None:
@@ -220,7 +217,7 @@ class TypedCache(Generic[T]):
         found: dict[str, T] = {}
         mget = getattr(self._cache, "mget", None)
         if not callable(mget):
-            raise TypeError(f"{builtins.type(self._cache).__name__} has no mget (BatchCache)")
+            raise TypeError(f"{type(self._cache).__name__} has no mget (BatchCache)")
         for key, data in mget(keys).items():
             try:
                 found[key] = self._codec.decode(data)
@@ -232,7 +229,7 @@ class TypedCache(Generic[T]):
     def mset(self, items: Mapping[str, T], ttl: TTL | None = None) -> None:
         """Store many values in one round trip, each with its own jittered TTL."""
         if not isinstance(items, Mapping):
-            raise TypeError(f"items must be a Mapping[str, T], not {builtins.type(items).__name__}")
+            raise TypeError(f"items must be a Mapping[str, T], not {type(items).__name__}")
         entries = self._codec.encode_many(items, self._rt.base_ttl(ttl), self._options)
         if not entries:
             return
@@ -244,7 +241,7 @@ class TypedCache(Generic[T]):
             first_ttl = next(iter(entries.values()))[1]
             mset = getattr(self._cache, "mset", None)
             if not callable(mset):
-                raise TypeError(f"{builtins.type(self._cache).__name__} has no mset (BatchCache)")
+                raise TypeError(f"{type(self._cache).__name__} has no mset (BatchCache)")
             mset({k: v for k, (v, _) in entries.items()}, first_ttl)
         finally:
             self._rt.stores += 1  # after the store, as a flight's (see ReadThrough.stores)
@@ -267,10 +264,10 @@ class TypedCache(Generic[T]):
         since its token was taken (unfenced keys are stored as by ``mset``). Returns how many
         were stored; the others lost to a write and are left to it."""
         if not isinstance(items, Mapping):
-            raise TypeError(f"items must be a Mapping[str, T], not {builtins.type(items).__name__}")
+            raise TypeError(f"items must be a Mapping[str, T], not {type(items).__name__}")
         if not isinstance(tokens, Mapping):
             raise TypeError(
-                f"tokens must be a Mapping[str, str | None], not {builtins.type(tokens).__name__}"
+                f"tokens must be a Mapping[str, str | None], not {type(tokens).__name__}"
             )
         store_fenced = getattr(self._cache, "mset_fenced", None)
         fenced = {k: v for k, v in items.items() if isinstance(tokens.get(k), str)}
@@ -311,10 +308,10 @@ class TypedCache(Generic[T]):
 
         The keyword options override the constructor's for this call.
         """
-        if builtins.type(key) is not str or not key:
+        if type(key) is not str or not key:
             check_key(key)
         if not callable(fn):
-            raise TypeError(f"fn must be callable, not {builtins.type(fn).__name__}")
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         opts = self._options
         if not (
             distributed_lock is None
@@ -333,8 +330,7 @@ class TypedCache(Generic[T]):
             )  # fmt: skip
         if ttl is not None and ttl is not self._ttl_checked:
             self._check_ttl(ttl)
-        rt = self._rt
-        seen = rt.stores
+        seen = self._rt.stores
         # The request's read, inlined: the level that answered, without an allocation per hit.
         read_l1 = self._read_l1
         if read_l1 is not None and (data := read_l1(key)) is not None:
@@ -346,12 +342,12 @@ class TypedCache(Generic[T]):
             try:
                 value: T = self._loads(data[4:])
             except SerializationError as exc:
-                rt.undecodable(key, exc)
+                self._rt.undecodable(key, exc)
                 data = None
             else:
                 rq.hit()
                 return value
-        return rt.after_read(key, fn, ttl, opts, seen, data, rq)
+        return self._rt.after_read(key, fn, ttl, opts, seen, data, rq)
 
     def get_or_call(
         self,
@@ -366,12 +362,11 @@ class TypedCache(Generic[T]):
         ``fn(*args, **kwargs)`` runs on a miss only, so a hit builds no closure (the hit path
         of every memoized call). The constructor's options apply.
         """
-        if builtins.type(key) is not str or not key:
+        if type(key) is not str or not key:
             check_key(key)
         if ttl is not None and ttl is not self._ttl_checked:
             self._check_ttl(ttl)
-        rt = self._rt
-        seen = rt.stores
+        seen = self._rt.stores
         read_l1 = self._read_l1  # get_or_set's inlined read
         if read_l1 is not None and (data := read_l1(key)) is not None:
             rq = self._l1
@@ -382,7 +377,7 @@ class TypedCache(Generic[T]):
             try:
                 value: T = self._loads(data[4:])
             except SerializationError as exc:
-                rt.undecodable(key, exc)
+                self._rt.undecodable(key, exc)
                 data = None
             else:
                 rq.hit()
@@ -395,23 +390,47 @@ class TypedCache(Generic[T]):
             ran = True
             return fn(*args, **(kwargs or {}))
 
-        return rt.after_read(key, load, ttl, self._options, seen, data, rq), ran
+        return self._rt.after_read(key, load, ttl, self._options, seen, data, rq), ran
 
     def get_or_absent(
-        self, key: str, fn: Callable[[], T | None], ttl: TTL | None = None, *, null_ttl: TTL
-    ) -> Answer:
+        self,
+        key: str,
+        fn: Callable[[], T | None],
+        ttl: TTL | None = None,
+        *,
+        null_ttl: TTL,
+        observe: Observer | None = None,
+    ) -> T | None:
         """The read-through with "does not exist" as an answer (``ProtectedCache``'s hook).
 
         ``fn`` returning None stores a *tombstone* for ``null_ttl`` (through the key's fence,
         before concurrent callers are released) and answers None; a tombstone read answers
-        None without calling ``fn``. Returns ``Answer(value, source)``, ``source`` saying what
-        answered (``"hit"``, ``"tombstone"``, ``"miss"``, ``"late_tombstone"``, ``"entry"``).
+        None without calling ``fn``. ``observe(event)``, if given, hears each step as it
+        happens (``"hit"``, ``"tombstone"``, ``"miss"``, then ``"load"``, ``"absent"``,
+        ``"late_tombstone"``; see ``_read_absent.Event``), so counts stay exact when the loader
+        raises.
         """
-        if builtins.type(key) is not str or not key:
+        if type(key) is not str or not key:
             check_key(key)
-        check_callable(fn, "fn")
-        seconds = ttl_seconds(null_ttl, None, "null_ttl")
+        if not callable(fn):
+            check_callable(fn, "fn")
+        if type(null_ttl) is float and 0.0 < null_ttl <= MAX_TTL:
+            seconds: float | None = null_ttl
+        else:
+            seconds = ttl_seconds(null_ttl, None, "null_ttl")
         if seconds is None:
             raise TypeError("null_ttl must be a number of seconds or a timedelta, not None")
-        self._check_ttl(ttl)
-        return get_or_absent(self._rt, key, fn, ttl, self._options, seconds)
+        if ttl is not None and ttl is not self._ttl_checked:
+            self._check_ttl(ttl)
+        data, rq = self._rt.lookup(key)  # a backend failure reads as a miss
+        if data is not None and data[:4] == self._prefix:  # a plain value: no second read
+            try:
+                value: T = self._loads(data[4:])
+            except SerializationError:
+                pass  # the read-through repairs it
+            else:
+                rq.hit()
+                if observe is not None:
+                    observe("hit")
+                return value
+        return after_absent_read(self._rt, key, fn, ttl, self._options, seconds, observe, data, rq)

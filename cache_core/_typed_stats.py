@@ -7,7 +7,7 @@ from typing import NamedTuple
 from ._metrics import CacheMetrics, CacheStats, StatsView, derive
 from ._protocols import Cache
 
-__all__ = ["TypedCacheStats", "metrics_for", "typed_stats"]
+__all__ = ["TypedCacheStats", "cover", "metrics_for", "typed_stats"]
 
 
 class _TypedCacheFields(NamedTuple):
@@ -34,18 +34,23 @@ class TypedCacheStats(_TypedCacheFields, StatsView):
 
 def metrics_for(cache: Cache, name: str | None) -> CacheMetrics:
     """The typed layer's metrics handle, named ``name``, else after the byte cache's handle or
-    its prefix. A byte cache that counts its own requests (a MultiLevelCache) is *covered*:
-    each request is counted once, by the typed layer, at the level that answered it."""
+    its prefix."""
     inner = getattr(cache, "metrics", None)
     if name is None and isinstance(inner, CacheMetrics):
         name = inner.name
     if name is None:
         prefix = getattr(cache, "prefix", None)
         name = prefix if isinstance(prefix, str) and prefix else None
-    metrics = CacheMetrics(name or "default", "typed")
+    return CacheMetrics(name or "default", "typed")
+
+
+def cover(cache: Cache) -> None:
+    """A byte cache that counts its own requests (a MultiLevelCache) is *covered* by the typed
+    layer over it: each request is counted once, by the typed layer, at the level that
+    answered it. Called once the typed layer is built (a failed build leaves it uncovered)."""
+    inner = getattr(cache, "metrics", None)
     if isinstance(inner, CacheMetrics):
         inner.cover()
-    return metrics
 
 
 def typed_stats(metrics: CacheMetrics, refreshes: int, encode_errors: int) -> TypedCacheStats:

@@ -139,23 +139,40 @@ def test_lock_scripts_are_built_only_for_a_lease(
 def test_get_or_absent_stores_a_tombstone_and_answers_from_it() -> None:
     typed: TypedCache[int] = TypedCache(MemoryCache())
     calls: list[str] = []
+    events: list[str] = []
 
     def nothing() -> int | None:
         calls.append("load")
         return None
 
-    first = typed.get_or_absent("k", nothing, null_ttl=30)
-    assert (first.value, first.source) == (None, "miss")
-    second = typed.get_or_absent("k", nothing, null_ttl=30)
-    assert (second.value, second.source) == (None, "tombstone")
+    assert typed.get_or_absent("k", nothing, null_ttl=30, observe=events.append) is None
+    assert events == ["miss", "load", "absent"]
+    events.clear()
+    assert typed.get_or_absent("k", nothing, null_ttl=30, observe=events.append) is None
+    assert events == ["tombstone"]
     assert calls == ["load"]
     assert typed.codec.is_tombstone(typed.cache.get("k"))
     with pytest.raises(SerializationError, match="tombstone"):
         typed.get("k")  # a tombstone is not a value
     typed.set("k", 5)  # a write replaces it
-    hit = typed.get_or_absent("k", nothing, null_ttl=30)
-    assert (hit.value, hit.source) == (5, "hit")
+    events.clear()
+    assert typed.get_or_absent("k", nothing, null_ttl=30, observe=events.append) == 5
+    assert events == ["hit"]
     assert calls == ["load"]
+    assert typed.get_or_absent("other", lambda: 7, null_ttl=30) == 7  # no observer needed
+
+
+def test_get_or_absent_reports_a_raising_loader_before_it_raises() -> None:
+    typed: TypedCache[int] = TypedCache(MemoryCache())
+    events: list[str] = []
+
+    def broken() -> int | None:
+        raise RuntimeError("db down")
+
+    with pytest.raises(RuntimeError, match="db down"):
+        typed.get_or_absent("k", broken, null_ttl=30, observe=events.append)
+    assert events == ["miss", "load"]
+    assert not typed.cache.exists("k")  # an error is never negative-cached
 
 
 def test_get_or_absent_one_load_for_concurrent_callers() -> None:
@@ -186,7 +203,7 @@ def test_get_or_absent_one_load_for_concurrent_callers() -> None:
     for t in threads:
         t.join(5)
     assert len(calls) == 1
-    assert [a.value for a in answers] == [None] * 8
+    assert answers == [None] * 8
 
 
 @pytest.mark.parametrize(
@@ -224,3 +241,47 @@ def test_codec_round_trip_and_envelope() -> None:
     assert meta[:4] != codec.prefix and codec.entry(meta).delta == 0.5
     with pytest.raises(SerializationError):
         codec.decode(b"not an envelope")
+
+
+def test_per_call_overrides_are_checked_every_time_even_when_remembered() -> None:
+    typed: TypedCache[int] = TypedCache(MemoryCache())
+    assert typed.get_or_set("k", lambda: 1, distributed_lock=False, ttl_jitter=0) == 1
+    # equal to the remembered values (0 == False, 1 == True) but of the wrong type
+    with pytest.raises(TypeError, match="distributed_lock"):
+        typed.get_or_set("k", lambda: 1, distributed_lock=0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ttl_jitter"):
+        typed.get_or_set("k", lambda: 1, ttl_jitter=False)
+    with pytest.raises(TypeError, match="stale_ttl"):
+        typed.get_or_set("k", lambda: 1, stale_ttl=[1])  # unhashable: validated, not remembered
+    base = ReadThroughOptions()
+    assert base.overridden(ttl_jitter=0.0) is base.overridden(ttl_jitter=0.0)
+
+
+def test_argument_checks_want_callables_not_just_attributes() -> None:
+    class Shaped:
+        dumps = 1
+        loads = 2
+
+    with pytest.raises(TypeError, match="serializer must have dumps"):
+        TypedCache(MemoryCache(), serializer=Shaped())  # type: ignore[arg-type]
+
+    class HalfCache:
+        def get(self, key: str, default: Any = None) -> Any: ...
+
+        def set(self, key: str, value: bytes, ttl: Any = None) -> None: ...
+
+        def delete(self, key: str) -> bool: ...
+
+        exists = clear = None
+
+    with pytest.raises(TypeError, match="HalfCache lacks exists, clear"):
+        TypedCache(HalfCache())  # type: ignore[arg-type]
+
+
+def test_a_failed_typed_cache_leaves_the_byte_cache_metrics_alone() -> None:
+    levels = MultiLevelCache(MemoryCache(), MemoryCache(), l1_ttl=5)
+    with pytest.raises(ValueError, match="distributed_lock"):
+        TypedCache(levels, distributed_lock=True)
+    assert not levels.metrics.covered
+    TypedCache(levels)
+    assert levels.metrics.covered
