@@ -15,17 +15,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol, runtime_checkable
 
-from ._protocols import BatchCache, Cache
+from ._protocols import ByteCache
 from .errors import BackendError
 
-__all__ = ["ByteCache", "Fetch", "L1Coherence", "Reading", "Started", "l2_reader"]
-
-
-@runtime_checkable
-class ByteCache(Cache, BatchCache, Protocol):
-    """A ``Cache`` with its batch operations: what each level of a ``MultiLevelCache`` is."""
+__all__ = ["Fetch", "L1Coherence", "Reading", "Started", "l2_reader"]
 
 
 class Reading:

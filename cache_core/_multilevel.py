@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._fork import after_fork_in_child
-from ._l1_coherence import ByteCache, L1Coherence, l2_reader
+from ._l1_coherence import L1Coherence, l2_reader
 from ._metrics import CacheMetrics
 from ._multilevel_stats import MultiLevelStats, count, default_name, multilevel_stats
-from ._protocols import Cache, KeyLister, LeaseLockSource
+from ._protocols import ByteCache, Cache, KeyLister, LeaseLockSource
 from ._validate import (
     MISSING,
     TTL,
@@ -101,8 +101,6 @@ class MultiLevelCache:
         # it is subscribed. Read without the lock on the hit path (one attribute load).
         self._trusted = True
         self._callbacks: list[Callable[[list[str] | None], None]] = []
-        # key -> values of our writes whose invalidations have not come back (see _l1_coherence)
-        self._own_writes = self._coherence.own_writes
         self._listener: Any = None
         after_fork_in_child(self._after_fork_in_child)
         if invalidation:

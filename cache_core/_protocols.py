@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchCache",
+    "ByteCache",
     "BloomTarget",
     "Cache",
     "FencedCache",
@@ -77,6 +78,11 @@ class BatchCache(Protocol):
     def mdelete(self, keys: Iterable[str]) -> int:
         """Remove ``keys``; return how many entries were removed."""
         ...
+
+
+@runtime_checkable
+class ByteCache(Cache, BatchCache, Protocol):
+    """A ``Cache`` with its batch operations: what each level of a ``MultiLevelCache`` is."""
 
 
 @runtime_checkable

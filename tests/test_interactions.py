@@ -116,7 +116,7 @@ def test_bcast_coalesces_invalidations_so_a_foreign_write_is_taken_for_ours(
 ) -> None:
     """Was a bug (b, own-write tracking): BCAST tracking sends one invalidation per key per pass
     iteration (keys collected in a rax, deduplicated). Two writes of one key by this cache in one
-    iteration leave one entry of MultiLevelCache._own_writes unconsumed; the NEXT foreign write's
+    iteration leave one entry of the L1 coherence's own_writes unconsumed; the NEXT foreign write's
     invalidation is then taken for ours and L1 keeps our value while Redis holds the foreign one."""
     import time
 
@@ -140,7 +140,7 @@ def test_bcast_coalesces_invalidations_so_a_foreign_write_is_taken_for_ours(
     for t in ts:
         t.join(5)
     time.sleep(0.3)
-    pending = {k: list(v) for k, v in ml._own_writes.items()}
+    pending = {k: list(v) for k, v in ml._coherence.own_writes.items()}
     print("own writes left after both writes' invalidation(s):", pending)
     assert ml.get("k") == admin.get(rkey)  # a read promotes Redis' value into L1
     admin.set(rkey, b"foreign")  # another process writes, later
