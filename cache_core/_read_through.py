@@ -25,6 +25,7 @@ negative caching on that hook.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -70,6 +71,9 @@ class _Filled(NamedTuple):
     value: Any
     encoded: bytes | None
     runner: int
+    #: a mark (``ReadThrough.mark``) drawn just before the value was read from the cache or
+    #: stored: a caller whose own miss came later cannot take it (see ``load``)
+    as_of: int
     current: bool = True
 
 
@@ -97,6 +101,7 @@ class ReadThrough:
         self.encode_errors = Counter()
         #: bumped after every store by a flight or a write of this cache; see ``fill``
         self.stores = 0
+        self._marks = itertools.count(1)
         self._cache = cache
         self._fenced: FencedCache | None = cache if isinstance(cache, FencedCache) else None
         self._leases = LeaseGate(lock_source, codec, metrics, self.reread)
@@ -113,6 +118,10 @@ class ReadThrough:
             get: Callable[[str, None], bytes | None] = cache.get
             self._first_read = self._peek = lambda key: get(key, None)
             self.l1 = self.l2 = metrics.levels["l2" if shared else "l1"]
+
+    def mark(self) -> int:
+        """A number from one increasing sequence: which of two moments came first."""
+        return next(self._marks)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -215,8 +224,13 @@ class ReadThrough:
         """The blocking miss path: one loader per key, everyone gets (a copy of) its value.
 
         ``seen``: ``stores`` read before the caller's miss; None if unknown.
+
+        A caller that joins a flight takes its value only if the flight read or stored it after
+        the caller's miss: a value stored *before* the miss and gone at the miss was removed by a
+        write in between, which the caller may already have seen return (it loads again).
         """
         me = threading.get_ident()
+        start = self.mark()  # after the caller's miss
         overtaken = 0
         while True:
 
@@ -229,10 +243,13 @@ class ReadThrough:
                 # We joined a non-blocking refresh that gave way to another process's lease:
                 # it has no value for us. Its flight is over; the next do() is our own fill.
                 continue
-            if filled.current or filled.runner == me or overtaken >= _OVERTAKEN_RETRIES:
+            if filled.runner == me or overtaken >= _OVERTAKEN_RETRIES:
                 break
-            # We joined a flight whose store a write refused: its value may predate that
-            # write, which may have returned before we called. Load again (bounded).
+            if filled.current and filled.as_of > start:
+                break
+            # We joined a flight whose store a write refused, or whose value was there before
+            # our miss: its value may predate a write that returned before we called. Load
+            # again (bounded); the next flight re-reads first.
             overtaken += 1
         if filled.runner != me and filled.encoded is not None:
             # Waiters get their own decoded copy: no mutable object is shared between requests.
@@ -327,16 +344,18 @@ class ReadThrough:
             # here instead of running the loader a second time. If no flight of this cache
             # has stored anything since our miss was read, that read is still good: skip the
             # second round trip (it delays the load in a stampede).
+            as_of = self.mark()
             found = self.codec.fresh(self.reread(key))
             if found is not None:
-                return _Filled(found[0], found[1], me)
+                return _Filled(found[0], found[1], me, as_of)
         lock: LeaseLock | None = None
         if opts.distributed_lock:
+            as_of = self.mark()
             lock, found = self._leases.take(key, opts, blocking=blocking, stale=stale)
             if lock is BUSY:
-                return _Filled(BUSY, None, me)
+                return _Filled(BUSY, None, me, as_of)
             if found is not None:
-                return _Filled(found[0], found[1], me)
+                return _Filled(found[0], found[1], me, as_of)
         try:
             return self._run_loader(key, fn, ttl, opts, me, self._take_fence(key))
         finally:
@@ -381,6 +400,7 @@ class ReadThrough:
         except BaseException:
             self.metrics.load_errors.incr()
             raise
+        as_of = self.mark()  # before the store: see load
         delta = max(codec.clock() - start, 0.0)  # XFetch's Δ, on the injectable clock
         self.metrics.observe_load(delta)
         logical, physical = codec.ttls(self.base_ttl(ttl), opts)
@@ -392,8 +412,8 @@ class ReadThrough:
             self.encode_errors.incr()
             self._warn_unstorable(exc)
             self.stores += 1
-            return _Filled(value, None, me)
-        return _Filled(value, encoded, me, self._store(key, encoded, physical, token))
+            return _Filled(value, None, me, as_of)
+        return _Filled(value, encoded, me, as_of, self._store(key, encoded, physical, token))
 
     def _store(self, key: str, data: bytes, ttl: float | None, token: Any) -> bool:
         """Store a loaded entry through the key's fence; False if a write overtook the load.

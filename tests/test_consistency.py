@@ -189,6 +189,57 @@ def test_callers_that_join_an_overtaken_load_load_again(store: Store) -> None:
     assert race.calls == 2
 
 
+def test_a_caller_that_joins_a_flight_stored_before_the_update_loads_again(
+    redis_client: redis.Redis, unique_prefix: str
+) -> None:
+    """The flight stored its value, then a write removed it and returned, and only then did a
+    caller miss and join the flight (still releasing its lease): the caller started after the
+    update, so it must not get the value read before it (found by the consistency benchmark)."""
+    cache = RedisCache(redis_client, prefix=unique_prefix)
+    typed: TypedCache[Any] = TypedCache(cache, ttl_jitter=0.0, distributed_lock=True)
+    locks = cache.lease_locks()
+    real_lock = locks.lock
+    releasing = threading.Event()
+    release = threading.Event()
+
+    class SlowRelease:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def release(self) -> bool:
+            releasing.set()  # the value is stored; the flight ends after this release
+            assert release.wait(JOIN)
+            return bool(self.inner.release())
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    locks.lock = lambda key, lease: SlowRelease(real_lock(key, lease))  # type: ignore[method-assign]
+    db = {"k": "old"}
+    calls: list[str] = []
+
+    def load() -> str:
+        calls.append(db["k"])
+        return db["k"]
+
+    leader = threading.Thread(target=lambda: typed.get_or_set("k", load, ttl=60))
+    leader.start()
+    assert releasing.wait(JOIN)
+    assert typed.get("k") == "old"  # stored before the update
+    db["k"] = "new"
+    typed.delete("k")  # the update has returned
+    late: list[Any] = []
+    joiner = threading.Thread(target=lambda: late.append(typed.get_or_set("k", load, ttl=60)))
+    joiner.start()
+    assert wait_for(lambda: typed._rt.flight.waiting("k") == 1)  # it joined the ending flight
+    release.set()
+    leader.join(JOIN)
+    joiner.join(JOIN)
+    assert late == ["new"]
+    assert calls == ["old", "new"]
+    assert typed.get("k") == "new"
+
+
 def test_a_warmed_batch_loses_to_an_update_during_its_load(store: Store) -> None:
     typed: TypedCache[Any] = TypedCache(store.cache, ttl_jitter=0.0)
     db = {"a": "old", "b": "old", "c": "old"}
