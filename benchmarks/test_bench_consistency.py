@@ -256,6 +256,7 @@ def test_bench_consistency_outage_write_and_recovery(
             notes=[", ".join(f"{k}={v}" for k, v in counts.items())],
         )
     )
-    assert counts["writer_error"] == "BackendError"
+    # The write raised: a timeout, or the breaker a read's timeout had opened just before.
+    assert counts["writer_error"] in ("BackendError", "CircuitOpenError")
     assert counts["latest_old_read_after_resume_s"] <= 1.0
     assert max(counts["back_in_use_s"]) <= 1.5
