@@ -422,7 +422,12 @@ class TypedCache(Generic[T]):
             raise TypeError("null_ttl must be a number of seconds or a timedelta, not None")
         if ttl is not None and ttl is not self._ttl_checked:
             self._check_ttl(ttl)
-        data, rq = self._rt.lookup(key)  # a backend failure reads as a miss
+        read_l1 = self._read_l1  # the request's read, as in get_or_set
+        if read_l1 is not None and (data := read_l1(key)) is not None:
+            rq = self._l1
+        else:
+            data = self._read(key)  # a backend failure reads as a miss
+            rq = self._l2
         if data is not None and data[:4] == self._prefix:  # a plain value: no second read
             try:
                 value: T = self._loads(data[4:])
