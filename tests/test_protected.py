@@ -216,7 +216,7 @@ def test_tombstone_written_before_a_late_caller_starts_is_seen_inside_the_flight
     typed: TypedCache[Any] = TypedCache(MemoryCache())
     guard = ProtectedCache(typed, bloom_of(EXISTING))
     db = CountingLoader()
-    real_read = typed._rt.read
+    real_read = typed._read
     reads = [0]
 
     def read_then_tombstone(key: str) -> Any:
@@ -226,7 +226,7 @@ def test_tombstone_written_before_a_late_caller_starts_is_seen_inside_the_flight
             typed.cache.set(key, typed.codec.tombstone, 60)
         return data
 
-    typed._rt.read = read_then_tombstone  # type: ignore[method-assign]
+    typed._read = read_then_tombstone  # type: ignore[method-assign]
     assert guard.get_or_set("user:12", lambda: db(12)) is None
     assert db.calls == 0
     assert guard.stats().negative_hits == 1
