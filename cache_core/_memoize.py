@@ -24,8 +24,7 @@ re-read it at once: other processes see a ``cache_clear()`` (and an ``invalidate
 delete) within the invalidation delay, milliseconds, not the interval. A failed token read
 keeps the last known token (fail-open). The token is written with the cache's default TTL: if
 it expires or is evicted, the generation reads as "0" again, and entries written before the
-first clear could be served again if they are still alive; give entries a ``ttl`` to bound
-that.
+first clear could be served again if they are still alive; give entries a ``ttl`` to bound that.
 """
 
 from __future__ import annotations
@@ -132,9 +131,8 @@ class Memoized(Generic[P, R]):
         self._hit = self._hits.incr
         self._miss = self._misses.incr
         self._error = self._errors.incr
-        # update_wrapper materialised a key-sharing __dict__, which CPython 3.11 cannot
-        # specialise attribute reads for; a plain dict makes each read on the hit path ~18 ns
-        # cheaper (measured: 51 -> 33 ns).
+        # A plain dict: CPython 3.11 reads attributes of the key-sharing one that update_wrapper
+        # materialised 18 ns slower each (51 vs 33 ns), on every hit.
         self.__dict__ = dict(self.__dict__)
 
     # -- cache resolution -------------------------------------------------------------------

@@ -71,8 +71,7 @@ class _Filled(NamedTuple):
     value: Any
     encoded: bytes | None
     runner: int
-    #: a mark (``ReadThrough.mark``) drawn just before the value was read from the cache or
-    #: stored: a caller whose own miss came later cannot take it (see ``load``)
+    #: ``ReadThrough.mark`` drawn just before the value was read or stored (see ``load``)
     as_of: int
     current: bool = True
 
