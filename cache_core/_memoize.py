@@ -37,12 +37,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._default import default_cache
 from ._keys import KEY_VERSION, KeyBuilder, hash128, value_text
 from ._memoize_bound import BoundMemoized
 from ._memoize_setup import (
+    CacheInfo,
     MemoizeConfig,
     check_function,
     func_name,
@@ -69,19 +70,6 @@ _INITIAL_GENERATION = "0"
 # itself is what KeyBuilder writes, so it is identical in every process.
 _MEMO_TYPES = frozenset({str, int})
 _MEMO_MAX = 4096
-
-
-class CacheInfo(NamedTuple):
-    """Call counts of one memoized function since it was decorated (exact under threads).
-
-    ``hits``: calls answered without running the function (from the cache, or by waiting for
-    a concurrent caller's run of it). ``misses``: calls that ran the function. ``errors``: calls
-    that raised (the function's exception, or an error shared from a concurrent run).
-    """
-
-    hits: int
-    misses: int
-    errors: int
 
 
 class Memoized(Generic[P, R]):

@@ -11,7 +11,7 @@ import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -23,6 +23,7 @@ from ._typed import TypedCache
 from ._validate import MISSING, TTL, check_bool, check_callable, is_reserved, ttl_seconds
 
 __all__ = [
+    "CacheInfo",
     "MemoizeConfig",
     "check_function",
     "func_name",
@@ -136,6 +137,19 @@ def looks_like_cache(obj: object) -> bool:
     return isinstance(obj, TypedCache) or all(
         callable(getattr(obj, method, None)) for method in ("get", "set", "delete")
     )
+
+
+class CacheInfo(NamedTuple):
+    """Call counts of one memoized function since it was decorated (exact under threads).
+
+    ``hits``: calls answered without running the function (from the cache, or by waiting for
+    a concurrent caller's run of it). ``misses``: calls that ran the function. ``errors``: calls
+    that raised (the function's exception, or an error shared from a concurrent run).
+    """
+
+    hits: int
+    misses: int
+    errors: int
 
 
 @dataclass(frozen=True, slots=True)

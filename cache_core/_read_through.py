@@ -9,8 +9,8 @@ Where the protection patterns meet (the options are ``ReadThroughOptions``):
 * ``early_refresh=β``: XFetch (``_xfetch``) recomputes hot keys shortly before they expire;
 * ``stale_ttl``: stale-while-revalidate; ``stale_if_error``: keep serving the last value when a
   refresh fails;
-* fences (``FencedCache``): a loaded value is stored only if no write reached the key since the
-  load began, so a write never loses to a slow load.
+* fences (``_read_store``): a loaded value is stored only if no write reached the key since
+  the load began, so a write never loses to a slow load.
 
 Refreshes (early or stale) run in the calling thread of the one reader that wins the
 singleflight (and the lease, when enabled); every other reader gets the current value at once,
@@ -31,14 +31,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple, TypeVar
 
-from ._breaker import is_unreachable
 from ._entry_codec import EntryCodec
 from ._envelope import Entry
 from ._lease_lock import LeaseLock
 from ._metrics import CacheMetrics, LevelCounters
 from ._options import ReadThroughOptions
-from ._protocols import Cache, FencedCache, LeaseLockSource, LevelledCache
+from ._protocols import Cache, LeaseLockSource, LevelledCache
 from ._read_lease import BUSY, LeaseGate
+from ._read_store import FencedStore
 from ._singleflight import Singleflight
 from ._stats import Counter
 from ._validate import TTL, ttl_seconds
@@ -50,11 +50,6 @@ __all__ = ["ReadThrough"]
 T = TypeVar("T")
 log = logging.getLogger("cache_core")
 
-#: No fence could be taken: serve the loaded value, store nothing. ``_NO_STORE`` in an outage
-#: (callers that joined the load share it: an outage costs one load per key, not three);
-#: ``_UNSURE`` after any other failure (a write may have landed: joined callers load again).
-_NO_STORE: Final[Any] = object()
-_UNSURE: Final[Any] = object()
 #: How often a caller that joined an overtaken flight loads again before taking its value.
 _OVERTAKEN_RETRIES: Final = 2
 _WARNED_MAX: Final = 1000  # distinct encode failures logged per cache, then silence
@@ -102,7 +97,7 @@ class ReadThrough:
         self.stores = 0
         self._marks = itertools.count(1)
         self._cache = cache
-        self._fenced: FencedCache | None = cache if isinstance(cache, FencedCache) else None
+        self._fences = FencedStore(cache, metrics)
         self._leases = LeaseGate(lock_source, codec, metrics, self.reread)
         self._warned: set[str] = set()
         self.read_l1: Callable[[str], bytes | None] | None
@@ -356,26 +351,12 @@ class ReadThrough:
             if found is not None:
                 return _Filled(found[0], found[1], me, as_of)
         try:
-            return self._run_loader(key, fn, ttl, opts, me, self._take_fence(key))
+            return self._run_loader(key, fn, ttl, opts, me, self._fences.take(key))
         finally:
             if lock is not None:
                 self._leases.release(key, lock)
 
     # -- loading and storing -----------------------------------------------------------------
-
-    def _take_fence(self, key: str) -> Any:
-        """The fence token to store the coming load with: None (no fences: plain store), a
-        token, or ``_NO_STORE`` / ``_UNSURE`` when the backend cannot hand one out (the load is
-        served uncached rather than stored unchecked)."""
-        fenced = self._fenced
-        if fenced is None:
-            return None
-        try:
-            return fenced.fence(key)
-        except BackendError as exc:
-            self.metrics.backend_error(exc)
-            log.debug("cache_core: fence for %r unavailable; the load is not stored: %s", key, exc)
-            return _NO_STORE if is_unreachable(exc) else _UNSURE
 
     def _run_loader(
         self,
@@ -415,30 +396,11 @@ class ReadThrough:
         return _Filled(value, encoded, me, as_of, self._store(key, encoded, physical, token))
 
     def _store(self, key: str, data: bytes, ttl: float | None, token: Any) -> bool:
-        """Store a loaded entry through the key's fence; False if a write overtook the load.
-
-        False also when it is not known: a backend failure (other than an outage) is logged
-        and counted, never raised, and the value is served uncached, but callers that joined
-        the load load again (a write may have landed meanwhile).
-        """
+        """``FencedStore.store``, then ``stores`` moves on: callers compare it with what they
+        read before their miss (any change will do)."""
         try:
-            if token is _NO_STORE:
-                return True
-            if token is _UNSURE:
-                return False
-            if token is None or self._fenced is None:
-                self._cache.set(key, data, ttl)
-                return True
-            stored = self._fenced.set_fenced(key, data, ttl, token)
-            if not stored:
-                log.debug("cache_core: a write overtook the load of %r; not stored", key)
-            return stored
-        except BackendError as exc:
-            self.metrics.backend_error(exc)
-            log.debug("cache_core: store of %r failed; value served uncached: %s", key, exc)
-            return is_unreachable(exc)
+            return self._fences.store(key, data, ttl, token)
         finally:
-            # Any change will do: callers compare it with what they read before their miss.
             self.stores += 1
 
     def _warn_unstorable(self, exc: SerializationError) -> None:
