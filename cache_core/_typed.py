@@ -150,6 +150,11 @@ class TypedCache(Generic[T]):
         """The type values decode into (``type=``), or None for untyped values."""
         return self._type
 
+    def waiting(self, key: str) -> int:
+        """How many callers in this process wait on the load of ``key`` now (the loader's own
+        caller excluded): for diagnostics, and for tests that must know waiters arrived."""
+        return self._rt.flight.waiting(key)
+
     @property
     def metrics(self) -> CacheMetrics:
         """This cache's metrics handle (its ``name``, what exporters read)."""

@@ -181,7 +181,7 @@ def test_callers_that_join_an_overtaken_load_load_again(store: Store) -> None:
     typed.delete("k")  # the update has returned; everything that starts now must see "new"
     joiner = threading.Thread(target=lambda: late.append(typed.get_or_set("k", race.loader())))
     joiner.start()
-    assert wait_for(lambda: typed._rt.flight.waiting("k") == 1)  # it joined the racing flight
+    assert wait_for(lambda: typed.waiting("k") == 1)  # it joined the racing flight
     race.go.set()
     leader.join(JOIN)
     joiner.join(JOIN)
@@ -231,7 +231,7 @@ def test_a_caller_that_joins_a_flight_stored_before_the_update_loads_again(
     late: list[Any] = []
     joiner = threading.Thread(target=lambda: late.append(typed.get_or_set("k", load, ttl=60)))
     joiner.start()
-    assert wait_for(lambda: typed._rt.flight.waiting("k") == 1)  # it joined the ending flight
+    assert wait_for(lambda: typed.waiting("k") == 1)  # it joined the ending flight
     release.set()
     leader.join(JOIN)
     joiner.join(JOIN)

@@ -296,7 +296,7 @@ def test_64_threads_one_call(byte_cache: Any) -> None:
     def load(user_id: int) -> dict[str, Any]:
         calls()
         # Hold the load open until the other 63 callers are queued on it.
-        assert wait_for(lambda: load.cache._rt.flight.waiting(load.cache_key(user_id)) == 63)
+        assert wait_for(lambda: load.cache.waiting(load.cache_key(user_id)) == 63)
         return {"id": user_id}
 
     def worker() -> None:

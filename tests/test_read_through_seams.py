@@ -198,7 +198,7 @@ def test_get_or_absent_one_load_for_concurrent_callers() -> None:
     assert entered.wait(5)
     for t in threads[1:]:
         t.start()
-    assert wait_for(lambda: typed._rt.flight.waiting("k") == 7)
+    assert wait_for(lambda: typed.waiting("k") == 7)
     release.set()
     for t in threads:
         t.join(5)

@@ -577,7 +577,7 @@ def test_a_miss_that_joins_a_refresh_which_gave_way_gets_a_real_value(
         target=lambda: results.__setitem__("B", typed._rt.load("k", lambda: "new", 10, opts))
     )
     miss.start()
-    assert wait_for(lambda: typed._rt.flight.waiting("k") == 1)  # B joined A's flight
+    assert wait_for(lambda: typed.waiting("k") == 1)  # B joined A's flight
     release.set()
     refresher.join(5)
     miss.join(5)

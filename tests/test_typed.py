@@ -91,7 +91,7 @@ def test_stampede_of_64_threads_runs_the_loader_once(typed: TypedCache[Any]) -> 
     for t in threads:
         t.start()
     # Everyone who reached the singleflight is queued behind the one loader.
-    assert wait_for(lambda: len(calls) == 1 and typed._rt.flight.waiting("hot") >= 40)
+    assert wait_for(lambda: len(calls) == 1 and typed.waiting("hot") >= 40)
     release.set()
     for t in threads:
         t.join(10)
@@ -123,7 +123,7 @@ def test_loader_exception_is_shared_and_not_cached(typed: TypedCache[Any]) -> No
     threads = [threading.Thread(target=caller) for _ in range(16)]
     for t in threads:
         t.start()
-    assert wait_for(lambda: len(calls) == 1 and typed._rt.flight.waiting("k") == 15)
+    assert wait_for(lambda: len(calls) == 1 and typed.waiting("k") == 15)
     release.set()
     for t in threads:
         t.join(10)
@@ -219,7 +219,7 @@ def test_outage_answers_from_loader_once_per_key(fault_server: RedisServer) -> N
             with lock:
                 calls[key] += 1
             # Hold the load open until the other 15 callers of this key are queued on it.
-            assert wait_for(lambda: typed._rt.flight.waiting(key) == 15)
+            assert wait_for(lambda: typed.waiting(key) == 15)
             return f"value-{key}"
 
         return load
