@@ -35,7 +35,13 @@ from ._serializers import (
 from ._validate import check_key
 from .errors import SerializationError
 
-__all__ = ["EntryCodec", "choose_serializer", "strict_loads", "typed_serializer"]
+__all__ = [
+    "EntryCodec",
+    "check_serializer",
+    "choose_serializer",
+    "strict_loads",
+    "typed_serializer",
+]
 
 #: Serializers whose ``loads`` already raise only SerializationError: used as they are.
 _OWN_SERIALIZERS: Final = (
@@ -49,16 +55,20 @@ _OWN_SERIALIZERS: Final = (
 Encoded = dict[str, tuple[bytes, float | None]]
 
 
-def choose_serializer(serializer: object, type_: Any) -> Serializer:
-    """The serializer a typed cache uses: ``serializer`` (JSON when None), checked, in its
-    typed form when ``type_`` is given."""
-    if serializer is None:
-        serializer = JSONSerializer()
+def check_serializer(serializer: object) -> Serializer:
+    """``serializer`` if it has callable ``dumps`` and ``loads``, else TypeError."""
     if not isinstance(serializer, Serializer) or missing_methods(serializer, Serializer):
         raise TypeError(
             f"serializer must have dumps() and loads(), not {type(serializer).__name__}"
         )
-    return serializer if type_ is None else typed_serializer(serializer, type_)
+    return serializer
+
+
+def choose_serializer(serializer: object, type_: Any) -> Serializer:
+    """The serializer a typed cache uses: ``serializer`` (JSON when None), checked, in its
+    typed form when ``type_`` is given."""
+    chosen = JSONSerializer() if serializer is None else check_serializer(serializer)
+    return chosen if type_ is None else typed_serializer(chosen, type_)
 
 
 def typed_serializer(serializer: Serializer, type_: Any) -> Serializer:

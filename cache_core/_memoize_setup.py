@@ -16,8 +16,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 from ._codec import TypedCodec
+from ._entry_codec import check_serializer
 from ._options import ReadThroughOptions
-from ._protocols import Cache, missing_methods
+from ._protocols import Cache
 from ._serializers import JSONSerializer, Serializer
 from ._typed import TypedCache
 from ._validate import MISSING, TTL, check_bool, check_callable, is_reserved, ttl_seconds
@@ -214,10 +215,8 @@ class MemoizeConfig:
                 )
         elif cache is not None and not looks_like_cache(cache):
             raise TypeError(f"cache must be a byte cache or a TypedCache, not {type(cache)!r}")
-        if serializer is not None and missing_methods(serializer, Serializer):
-            raise TypeError(
-                f"serializer must have dumps() and loads(), not {type(serializer).__name__}"
-            )
+        if serializer is not None:
+            check_serializer(serializer)
 
     def result_type(self, func: Callable[..., Any]) -> Any:
         """The type ``func``'s results decode into (None: untyped); see ``return_type``."""

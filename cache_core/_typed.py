@@ -291,10 +291,11 @@ class TypedCache(Generic[T]):
 
     # -- read-through ------------------------------------------------------------------------
 
-    def _check_ttl(self, ttl: TTL | None) -> None:
-        if ttl is not None and ttl is not self._ttl_checked:
-            ttl_seconds(ttl, None)
-            self._ttl_checked = ttl  # numbers and timedeltas are immutable: checked once
+    def _check_ttl(self, ttl: TTL) -> None:
+        """Validate ``ttl``, remembered: numbers and timedeltas are immutable, so the hit paths
+        check the same object once (they call this only for a ttl they have not seen)."""
+        ttl_seconds(ttl, None)
+        self._ttl_checked = ttl
 
     def get_or_set(
         self,
