@@ -10,7 +10,7 @@ from ._fork import after_fork_in_child
 from ._l1_coherence import L1Coherence, l2_reader
 from ._metrics import CacheMetrics
 from ._multilevel_stats import MultiLevelStats, count, default_name, multilevel_stats
-from ._protocols import ByteCache, Cache, KeyLister, LeaseLockSource
+from ._protocols import ByteCache, Cache, KeyLister, LeaseLockSource, check_implements
 from ._validate import (
     MISSING,
     TTL,
@@ -31,11 +31,8 @@ __all__ = ["MultiLevelCache", "MultiLevelStats"]
 
 def _level(cache: Cache, which: str) -> ByteCache:
     """``cache`` as a level: a byte cache with its batch operations, else TypeError."""
-    if not isinstance(cache, ByteCache):
-        raise TypeError(
-            f"{which} must be a byte cache (Cache + BatchCache: get, set, delete, exists, "
-            f"clear, mget, mset, mdelete), not {type(cache).__name__}"
-        )
+    check_implements(cache, ByteCache, which, "a byte cache (Cache + BatchCache)")
+    assert isinstance(cache, ByteCache)
     return cache
 
 

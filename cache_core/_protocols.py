@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, runtime_checkable
 
 from ._validate import TTL
 
@@ -155,26 +155,24 @@ _MACHINERY = frozenset({"__init__", "__subclasshook__", "__init_subclass__", "__
 
 
 def missing_methods(obj: object, protocol: type) -> list[str]:
-    """The methods of ``protocol`` that ``obj`` lacks or holds as something not callable.
+    """The methods of ``protocol`` (its own and its base protocols') that ``obj`` lacks or
+    holds as something not callable.
 
     ``isinstance`` against a runtime-checkable protocol only asks whether the attributes exist;
     an argument check wants them callable, and its error message wants their names.
     """
-    return [
-        name
-        for name, member in vars(protocol).items()
-        if inspect.isfunction(member)
-        and name not in _MACHINERY
-        and not callable(getattr(obj, name, None))
-    ]
+    names = {
+        name: None
+        for base in protocol.__mro__
+        if base not in (object, Protocol, Generic)
+        for name, member in vars(base).items()
+        if inspect.isfunction(member) and name not in _MACHINERY
+    }
+    return [name for name in names if not callable(getattr(obj, name, None))]
 
 
 def check_implements(obj: object, protocol: type, name: str, what: str) -> None:
     """``TypeError`` naming the argument ``name`` unless ``obj`` implements ``protocol``."""
-    if isinstance(obj, protocol):
-        missing = missing_methods(obj, protocol)
-        if not missing:
-            return
-    else:
-        missing = missing_methods(obj, protocol)
-    raise TypeError(f"{name} must be {what}, {type(obj).__name__} lacks {', '.join(missing)}")
+    missing = missing_methods(obj, protocol)
+    if missing:
+        raise TypeError(f"{name} must be {what}, {type(obj).__name__} lacks {', '.join(missing)}")

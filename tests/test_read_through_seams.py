@@ -285,3 +285,25 @@ def test_a_failed_typed_cache_leaves_the_byte_cache_metrics_alone() -> None:
     assert not levels.metrics.covered
     TypedCache(levels)
     assert levels.metrics.covered
+
+
+def test_a_multilevel_level_needs_callable_batch_methods() -> None:
+    class NoBatch:
+        def get(self, key: str, default: Any = None) -> Any: ...
+
+        def set(self, key: str, value: bytes, ttl: Any = None) -> None: ...
+
+        def delete(self, key: str) -> bool: ...
+
+        def exists(self, key: str) -> bool: ...
+
+        def clear(self) -> int: ...
+
+        mget = mset = mdelete = None
+
+    with pytest.raises(
+        TypeError, match=r"l1 must be a byte cache .*NoBatch lacks mget, mset, mdelete"
+    ):
+        MultiLevelCache(NoBatch(), MemoryCache(), l1_ttl=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"l2 must be a byte cache .*NoBatch lacks mget"):
+        MultiLevelCache(MemoryCache(), NoBatch(), l1_ttl=5)  # type: ignore[arg-type]
