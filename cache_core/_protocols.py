@@ -1,6 +1,7 @@
 """The seams between layers, as runtime-checkable protocols.
 
-``Cache`` and ``BatchCache`` are the public byte-cache contract. The others are optional
+``Cache`` and ``BatchCache`` are the public byte-cache contract (``ByteCache``: both, what a
+``MultiLevelCache`` level is). The others are optional
 capabilities a byte cache declares by having the methods, which the layers above test with
 ``isinstance`` instead of asking for a concrete class:
 
@@ -11,6 +12,9 @@ capabilities a byte cache declares by having the methods, which the layers above
   at the level that answered;
 * ``BloomTarget``: what a penetration guard asks (a ``BloomFilter``, a ``BloomSnapshot``, a
   ``RedisBloomFilter``).
+
+Argument checks use ``check_implements``: ``isinstance`` alone only asks that the attributes
+exist, the check wants them callable and names the missing ones.
 """
 
 from __future__ import annotations
