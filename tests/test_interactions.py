@@ -158,7 +158,7 @@ def test_sentinel_writes_that_skip_wait(sentinel_setup, unique_prefix: str) -> N
 
     store = Store(
         StoreConfig(
-            urls=(sentinel_setup.url,),
+            urls=(sentinel_setup.steady_url,),
             namespace=unique_prefix,
             serializer=PickleSerializer(b"k" * 32),
             distributed_lock=False,

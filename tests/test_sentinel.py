@@ -22,7 +22,7 @@ from tests.redis_harness import HOST, SentinelHarness
 def test_sentinel_url_names_the_primary_and_confirms_writes(
     sentinel_setup: SentinelHarness, unique_prefix: str
 ) -> None:
-    with RedisCache.from_url(sentinel_setup.url, prefix=unique_prefix) as cache:
+    with RedisCache.from_url(sentinel_setup.steady_url, prefix=unique_prefix) as cache:
         guard = cache.sentinel
         assert guard is not None
         assert guard.master == f"{HOST}:{sentinel_setup.master_port()}"
@@ -39,7 +39,7 @@ def test_sentinel_url_names_the_primary_and_confirms_writes(
 def test_batch_writes_behind_sentinel_reach_the_replica(
     sentinel_setup: SentinelHarness, unique_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CACHE_CORE_URL", sentinel_setup.url)
+    monkeypatch.setenv("CACHE_CORE_URL", sentinel_setup.steady_url)
     monkeypatch.setenv("CACHE_CORE_PREFIX", unique_prefix)
     reset_default_cache()
     try:
@@ -63,7 +63,7 @@ def test_batch_writes_behind_sentinel_reach_the_replica(
 def test_a_forked_child_gets_its_own_watcher(
     sentinel_setup: SentinelHarness, unique_prefix: str
 ) -> None:
-    with RedisCache.from_url(sentinel_setup.url, prefix=unique_prefix) as cache:
+    with RedisCache.from_url(sentinel_setup.steady_url, prefix=unique_prefix) as cache:
         cache.set("before", b"1")
         pid = os.fork()
         if pid == 0:  # the child: confirmed writes work and a watcher thread runs again
